@@ -1,0 +1,1 @@
+"""Command-line front ends: the only place that installs log handlers and picks exit codes."""

@@ -1,0 +1,74 @@
+"""Flags of ``wsgate echo``; the server itself lives in :mod:`wsgate.echo.server`."""
+
+from __future__ import annotations
+
+import argparse
+
+from wsgate.echo import server
+
+__all__ = ["add_arguments", "run"]
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid port: {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"port out of range: {value}")
+    return value
+
+
+def _size(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid size in bytes: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"size must be >= 0: {value}")
+    return value
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Register the ``echo`` flags on ``parser``; the caller then parses and calls :func:`run`."""
+    parser.add_argument(
+        "--host",
+        default=server.DEFAULT_HOST,
+        help="name or address to bind; every address it resolves to is bound "
+        "(default: %(default)s)",
+    )
+    parser.add_argument(
+        "--port",
+        action="append",
+        type=_port,
+        metavar="N",
+        help=f"TCP port; repeat to serve several ports (default: {server.ARTICLE_PORT})",
+    )
+    parser.add_argument(
+        "--mode",
+        choices=[mode.value for mode in server.Mode],
+        default=server.Mode.ARTICLE.value,
+        help="article: reply 'Server received from client: <msg>'; echo: reply the message "
+        "unchanged; discard: no reply (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--quiet", action="store_true", help="do not log 'Received from client: ...' lines"
+    )
+    parser.add_argument(
+        "--max-size",
+        type=_size,
+        default=server.DEFAULT_MAX_SIZE,
+        metavar="BYTES",
+        help="largest incoming message; 0 means unlimited (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--no-compression",
+        dest="compression",
+        action="store_false",
+        help="do not offer permessage-deflate",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the echo server until SIGINT/SIGTERM; return 0, or 1 when a port cannot be bound."""
+    return server.run(args)

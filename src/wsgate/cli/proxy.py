@@ -1,0 +1,204 @@
+"""``wsgate proxy``: nginx's command line (``ngx_get_options``, nginx-semantics.md §6.5).
+
+Flags: ``-c FILE``, ``-p PREFIX``, ``-t``, ``-T``, ``-q``, ``-v``, ``-V``, ``-h``/``-?``.
+Messages are nginx's with ``wsgate:`` in place of ``nginx:``. With no ``-c`` the embedded
+default (the seed article's configuration on port 8080) is used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from importlib import resources
+
+import uvloop
+
+from wsgate import __version__
+from wsgate.conf.build import finish, parse
+from wsgate.conf.model import MainConf
+from wsgate.errors import ConfigError
+
+__all__ = ["DEFAULT_CONF_NAME", "add_arguments", "default_conf_text", "main", "run"]
+
+DEFAULT_CONF_NAME = "<embedded>/default.conf"
+
+USAGE = f"""wsgate version: wsgate/{__version__}
+Usage: wsgate proxy [-?hvVtTq] [-c filename] [-p prefix]
+
+Options:
+  -?,-h         : this help
+  -v            : show version and exit
+  -V            : show version and configure options then exit
+  -t            : test configuration and exit
+  -T            : test configuration, dump it and exit
+  -q            : suppress non-error messages during configuration testing
+  -p prefix     : set prefix path (default: the configuration file's directory)
+  -c filename   : set configuration file (default: the embedded article config)
+"""
+
+
+def default_conf_text() -> str:
+    """The embedded default configuration (the article's, on port 8080)."""
+    return resources.files("wsgate.conf").joinpath("default.conf").read_text(encoding="utf-8")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Registered for ``wsgate --help`` only; the flags are parsed by :func:`main`."""
+    parser.add_argument("nginx_flags", nargs=argparse.REMAINDER, help="nginx-style flags")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Entry from the argparse root (not normally used: cli.main calls :func:`main`)."""
+    return main(list(args.nginx_flags))
+
+
+def _err(message: str) -> None:
+    sys.stderr.write(f"wsgate: {message}\n")
+
+
+def main(argv: Sequence[str]) -> int:
+    """Parse nginx-style flags and run, test or dump the configuration. Returns the exit
+    code (0, or 1 for every error, as nginx)."""
+    conf_file: str | None = None
+    prefix: str | None = None
+    test = dump = quiet = False
+    args = list(argv)
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if not arg.startswith("-") or arg == "-":
+            _err(f'invalid option: "{arg}"')
+            return 1
+        j = 1
+        while j < len(arg):
+            ch = arg[j]
+            j += 1
+            if ch in "?h":
+                sys.stderr.write(USAGE)
+                return 0
+            if ch in "vV":
+                sys.stderr.write(f"wsgate version: wsgate/{__version__}\n")
+                return 0
+            if ch == "t":
+                test = True
+            elif ch == "T":
+                test = dump = True
+            elif ch == "q":
+                quiet = True
+            elif ch in "cp":
+                value = arg[j:]
+                if not value:
+                    i += 1
+                    if i >= len(args):
+                        what = "file name" if ch == "c" else "directory name"
+                        _err(f'option "-{ch}" requires {what}')
+                        return 1
+                    value = args[i]
+                if ch == "c":
+                    conf_file = value
+                else:
+                    prefix = value
+                break
+            else:
+                _err(f'invalid option: "{arg[j - 1 :]}"')
+                return 1
+        i += 1
+    name = conf_file if conf_file is not None else DEFAULT_CONF_NAME
+    try:
+        conf = _load(name, conf_file is None, prefix, test, dump, quiet)
+    except ConfigError as exc:
+        _err(f"[emerg] {exc}")
+        if test:
+            _err(f"configuration file {name} test failed")
+        return 1
+    except OSError as exc:
+        _err(f'[emerg] open() "{exc.filename}" failed ({exc.errno}: {exc.strerror})')
+        if test:
+            _err(f"configuration file {name} test failed")
+        return 1
+    if test:
+        if not quiet:
+            _err(f"configuration file {name} test is successful")
+        return 0
+    return serve(conf)
+
+
+def _load(
+    name: str, embedded: bool, prefix: str | None, test: bool, dump: bool, quiet: bool
+) -> MainConf:
+    text = default_conf_text() if embedded else None
+    if embedded and prefix is None:
+        prefix = os.getcwd()
+    parsed = parse(name, text=text, prefix=prefix)
+    if test and not quiet:
+        _err(f"the configuration file {name} syntax is ok")
+    conf = finish(parsed)
+    if conf.http is None:
+        raise ConfigError('no "http" section in configuration: nothing to proxy')
+    _check_files(conf)
+    if dump:
+        for path, content in conf.files:
+            sys.stdout.write(f"# configuration file {path}:\n{content}")
+            if not content.endswith("\n"):
+                sys.stdout.write("\n")
+            sys.stdout.write("\n")
+        sys.stdout.flush()
+    return conf
+
+
+def _check_files(conf: MainConf) -> None:
+    """Open the log files as nginx does at start-up (and for ``-t``)."""
+    from wsgate.log.access_log import AccessLogs
+    from wsgate.log.error_log import ErrorLog
+
+    ErrorLog(conf.error_log, conf.prefix).close()
+    logs = AccessLogs(conf.prefix)
+    try:
+        assert conf.http is not None
+        for server in conf.http.servers:
+            stack = [server.defaults, *server.locations]
+            while stack:
+                loc = stack.pop()
+                stack.extend(loc.locations)
+                for al in loc.access_log:
+                    logs.open(al.path)
+    finally:
+        logs.close()
+
+
+def serve(conf: MainConf) -> int:
+    """Run the proxy in the foreground until TERM/INT (fast) or QUIT (graceful)."""
+    return uvloop.run(_serve(conf))
+
+
+async def _serve(conf: MainConf) -> int:
+    from wsgate.proxy.worker import Worker
+
+    loop = asyncio.get_running_loop()
+    worker = Worker(conf, loop)
+    try:
+        await worker.start()
+    except OSError as exc:
+        _err(f"[emerg] bind() failed ({exc.errno}: {exc.strerror})")
+        return 1
+    stop: asyncio.Future[bool] = loop.create_future()
+
+    def on_signal(graceful: bool) -> None:
+        if not stop.done():
+            stop.set_result(graceful)
+
+    for sig, graceful in ((signal.SIGTERM, False), (signal.SIGINT, False), (signal.SIGQUIT, True)):
+        loop.add_signal_handler(sig, on_signal, graceful)
+    if conf.worker_processes != 1:
+        worker.error_log.log("notice", "wsgate runs one process; worker_processes is not used yet")
+    graceful = await stop
+    await worker.stop(graceful=graceful, timeout=conf.worker_shutdown_timeout)
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
+        with contextlib.suppress(Exception):
+            loop.remove_signal_handler(sig)
+    return 0

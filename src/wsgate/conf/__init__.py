@@ -1,0 +1,1 @@
+"""Pure configuration layer: nginx config text -> frozen, typed configuration (no sockets)."""

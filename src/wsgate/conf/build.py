@@ -1,0 +1,317 @@
+"""Turn builders into the frozen model: post-block checks, inheritance, defaults.
+
+Entry points: :func:`parse` (read the files; nginx's errors before "syntax is ok") and
+:func:`finish` (checks nginx makes after it, e.g. the ``events`` section). :func:`load`
+does both. Inheritance follows ``ngx_http_proxy_merge_loc_conf``: a value set at an inner
+level wins; array directives (``proxy_set_header``, ``access_log``, ``add_header``) are
+inherited only when the inner level defines none.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields, replace
+from typing import Any
+
+from wsgate.conf.builders import (
+    Ctx,
+    HttpBuilder,
+    LocationBuilder,
+    MainBuilder,
+    ServerBuilder,
+    UpstreamBuilder,
+)
+from wsgate.conf.model import (
+    AccessLogConf,
+    EventsConf,
+    HttpConf,
+    LocationConf,
+    MainConf,
+    MapConf,
+    ProxyPass,
+    ServerConf,
+    UpstreamConf,
+)
+from wsgate.conf.parser import Parser, Stmt
+from wsgate.errors import ConfigError
+
+__all__ = ["Parsed", "finish", "finish_http", "load", "parse"]
+
+
+@dataclass(slots=True)
+class Parsed:
+    """What :func:`parse` read: the builders and the files, for :func:`finish` and ``-T``."""
+
+    file: str
+    prefix: str
+    main: MainBuilder
+    files: list[tuple[str, str]]
+
+
+def parse(path: str, *, text: str | None = None, prefix: str | None = None) -> Parsed:
+    """Read ``path`` (or ``text`` under that name) and its includes.
+
+    Raises:
+        ConfigError: the first error nginx would report before "syntax is ok".
+    """
+    conf_dir = os.path.dirname(os.path.abspath(path))
+    p = Parser(conf_dir)
+    main = MainBuilder()
+    p.parse_file(path, Ctx("main", main), text=text)
+    return Parsed(path, prefix if prefix is not None else conf_dir, main, p.files)
+
+
+def finish(parsed: Parsed) -> MainConf:
+    """Build the model from what :func:`parse` read.
+
+    Raises:
+        ConfigError: errors nginx reports after "syntax is ok" (missing ``events``).
+    """
+    m = parsed.main
+    if m.events is None:
+        raise ConfigError('no "events" section in configuration')
+    v = m.values
+    http = _freeze_http(m.http) if m.http is not None else None
+    return MainConf(
+        file=parsed.file,
+        prefix=parsed.prefix,
+        files=tuple(parsed.files),
+        events=EventsConf(worker_connections=m.events.get("worker_connections", 512)),
+        http=http,
+        worker_processes=v.get("worker_processes", 1),
+        worker_shutdown_timeout=v.get("worker_shutdown_timeout"),
+        worker_rlimit_nofile=v.get("worker_rlimit_nofile"),
+        pid=v.get("pid", "logs/nginx.pid"),
+        error_log=tuple(v.get("error_log", [("stderr", "error")])),
+    )
+
+
+def load(path: str, *, text: str | None = None, prefix: str | None = None) -> MainConf:
+    """:func:`parse` then :func:`finish`."""
+    return finish(parse(path, text=text, prefix=prefix))
+
+
+# ---------------------------------------------------------------------------------------
+# End of the http block (ngx_http_block after ngx_conf_parse).
+
+BUILTIN_VARIABLES = frozenset(
+    {
+        "host",
+        "http_host",
+        "remote_addr",
+        "remote_port",
+        "remote_user",
+        "server_addr",
+        "server_port",
+        "server_name",
+        "server_protocol",
+        "scheme",
+        "request",
+        "request_uri",
+        "uri",
+        "document_uri",
+        "args",
+        "query_string",
+        "is_args",
+        "request_method",
+        "request_length",
+        "request_time",
+        "status",
+        "body_bytes_sent",
+        "bytes_sent",
+        "time_local",
+        "time_iso8601",
+        "msec",
+        "connection",
+        "connection_requests",
+        "proxy_host",
+        "proxy_port",
+        "proxy_add_x_forwarded_for",
+        "upstream_addr",
+        "upstream_status",
+        "upstream_response_time",
+        "upstream_connect_time",
+        "upstream_header_time",
+        "upstream_bytes_sent",
+        "upstream_bytes_received",
+        "content_length",
+        "content_type",
+        "hostname",
+        "pid",
+        "nginx_version",
+        "binary_remote_addr",
+        "realpath_root",
+        "document_root",
+        "pipe",
+        "https",
+        "bytes_received",
+        "tunnel_time",
+    }
+)
+PREFIX_VARIABLES = ("http_", "arg_", "cookie_", "sent_http_", "upstream_http_", "sent_trailer_")
+
+
+def finish_http(hb: HttpBuilder, d: Stmt) -> None:
+    """Checks nginx makes when the ``http{}`` block closes: proxy_pass targets, variables.
+
+    Raises:
+        ConfigError: ``host not found in upstream`` (at the proxy_pass line), ``upstream
+            "u" may not have port N``, ``unknown "x" variable`` (no location).
+    """
+    from wsgate.conf.table import resolve_peers
+
+    for (_url, scheme, hostport, _uri), file, line in hb.proxy_passes:
+        stmt = Stmt("proxy_pass", (), file, line, d.end)
+        default_port = 443 if scheme == "https" else 80
+        host, sep, port = hostport.rpartition(":")
+        if not sep or hostport.endswith("]"):
+            host, port = hostport, ""
+        explicit = hb.upstreams.get(host.lower())
+        if explicit is not None and not explicit.implicit:
+            if port:
+                raise stmt.error(f'upstream "{host}" may not have port {port}')
+            continue
+        key = hostport.lower()
+        if key in hb.upstreams:
+            continue
+        if port == "":
+            peers = resolve_peers(stmt, f"{hostport}:{default_port}")
+            peers = [replace(p, server=hostport) for p in peers]
+        else:
+            peers = resolve_peers(stmt, hostport)
+        u = UpstreamBuilder(hostport, file, line, peers=peers, implicit=True)
+        hb.upstreams[key] = u
+    for name in hb.variables_used:
+        if name in BUILTIN_VARIABLES or name in hb.maps or name.startswith(PREFIX_VARIABLES):
+            continue
+        if name.isdigit():
+            continue
+        raise ConfigError(f'unknown "{name}" variable')
+
+
+def _freeze_http(hb: HttpBuilder) -> HttpConf:
+    upstreams = {
+        key: UpstreamConf(
+            name=u.name,
+            peers=tuple(p for p in u.peers if not p.backup),
+            backups=tuple(p for p in u.peers if p.backup),
+            method=u.method,
+            method_args=u.method_args,
+            hash_key=u.hash_key,
+            implicit=u.implicit,
+            file=u.file,
+            line=u.line,
+        )
+        for key, u in hb.upstreams.items()
+    }
+    for u in upstreams.values():
+        if not u.peers:
+            raise ConfigError(f'no servers in upstream "{u.name}"', u.file, u.line)
+    maps = {
+        name: MapConf(
+            source=m.source,
+            variable=m.variable,
+            exact=dict(m.exact),
+            regexes=tuple(m.regexes),
+            wildcards_head=tuple(m.wildcards_head),
+            wildcards_tail=tuple(m.wildcards_tail),
+            default=m.default,
+            hostnames=m.hostnames,
+            volatile=m.volatile,
+        )
+        for name, m in hb.maps.items()
+    }
+    servers = tuple(_freeze_server(s, hb) for s in hb.servers)
+    return HttpConf(servers, upstreams, maps, dict(hb.log_formats))
+
+
+_SERVER_FIELDS = (
+    "client_header_timeout",
+    "large_client_header_buffers",
+    "underscores_in_headers",
+    "ignore_invalid_headers",
+)
+
+
+def _freeze_server(s: ServerBuilder, hb: HttpBuilder) -> ServerConf:
+    chain = [hb.values, s.values]
+    defaults = _freeze_location(None, chain, hb)
+    kw: dict[str, Any] = {}
+    for name in _SERVER_FIELDS:
+        value = _lookup(chain, name)
+        if value is not _UNSET:
+            kw[name] = value
+    return ServerConf(
+        listen=tuple(s.listen),
+        server_name=tuple(s.server_name) or ("",),
+        locations=tuple(_freeze_location(loc, [*chain, loc.values], hb) for loc in s.locations),
+        defaults=defaults,
+        file=s.file,
+        line=s.line,
+        **kw,
+    )
+
+
+_UNSET: Any = object()
+_ARRAYS = frozenset({"proxy_set_header", "access_log", "add_header"})
+_LOCATION_FIELDS = frozenset(f.name for f in fields(LocationConf))
+
+
+def _lookup(chain: list[dict[str, Any]], name: str) -> Any:
+    for level in reversed(chain):
+        if name in level:
+            return level[name]
+    return _UNSET
+
+
+def _freeze_location(
+    loc: LocationBuilder | None, chain: list[dict[str, Any]], hb: HttpBuilder
+) -> LocationConf:
+    kw: dict[str, Any] = {}
+    names = {n for level in chain for n in level}
+    for name in names:
+        if name in ("proxy_pass", "return", "keepalive_timeout", "access_log"):
+            continue
+        if name in _LOCATION_FIELDS:
+            value = _lookup(chain, name)
+            kw[name] = tuple(value) if name in _ARRAYS else value
+    ka = _lookup(chain, "keepalive_timeout")
+    if ka is not _UNSET:
+        kw["keepalive_timeout"], kw["keepalive_header"] = ka
+    logs = _lookup(chain, "access_log")
+    if logs is not _UNSET:
+        kw["access_log"] = tuple(x for x in logs if isinstance(x, AccessLogConf))
+    else:
+        from wsgate.conf.model import LogFormat
+        from wsgate.conf.table import COMBINED
+        from wsgate.vars.compile import compile_value
+
+        kw["access_log"] = (
+            AccessLogConf("/dev/stdout", LogFormat("combined", "default", compile_value(COMBINED))),
+        )
+    if loc is None:
+        return LocationConf(**kw)
+    pp = loc.values.get("proxy_pass")
+    if pp is not None:
+        url, scheme, hostport, uri = pp
+        host, sep, port = hostport.rpartition(":")
+        key = host.lower() if sep and not hostport.endswith("]") else hostport.lower()
+        if key not in hb.upstreams or hb.upstreams[key].implicit:
+            key = hostport.lower()
+        default_port = "443" if scheme == "https" else "80"
+        proxy_host = host if sep and port == default_port else hostport
+        kw["proxy_pass"] = ProxyPass(url, scheme, key, proxy_host, uri)
+        kw["auto_redirect"] = loc.modifier in ("", "^~") and loc.name.endswith("/")
+    ret = loc.values.get("return")
+    if ret is not None:
+        kw["return_"] = ret
+    nested = tuple(_freeze_location(child, [*chain, child.values], hb) for child in loc.locations)
+    return LocationConf(
+        name=loc.name,
+        modifier=loc.modifier,
+        regex=loc.regex,
+        locations=nested,
+        file=loc.file,
+        line=loc.line,
+        **kw,
+    )

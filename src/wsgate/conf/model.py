@@ -1,0 +1,225 @@
+"""Frozen, typed configuration: what ``conf.build`` produces and everything else reads.
+
+Field names are nginx directive names verbatim, so one grep finds config, code and docs.
+Durations are float seconds and sizes int bytes. Nothing here changes after load; mutable
+run-time state (peer weights, failure counts) lives in ``wsgate.balancer``.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from dataclasses import dataclass, field
+
+from wsgate.vars.compile import ComplexValue
+
+__all__ = [
+    "AccessLogConf",
+    "EventsConf",
+    "HttpConf",
+    "ListenConf",
+    "LocationConf",
+    "LogFormat",
+    "MainConf",
+    "MapConf",
+    "NextUpstream",
+    "PeerConf",
+    "ProxyPass",
+    "ServerConf",
+    "UpstreamConf",
+]
+
+
+class NextUpstream(enum.Flag):
+    """``proxy_next_upstream`` conditions (nginx ``NGX_HTTP_UPSTREAM_FT_*`` bitmask)."""
+
+    NONE = 0
+    ERROR = enum.auto()
+    TIMEOUT = enum.auto()
+    INVALID_HEADER = enum.auto()
+    HTTP_500 = enum.auto()
+    HTTP_502 = enum.auto()
+    HTTP_503 = enum.auto()
+    HTTP_504 = enum.auto()
+    HTTP_403 = enum.auto()
+    HTTP_404 = enum.auto()
+    HTTP_429 = enum.auto()
+    NON_IDEMPOTENT = enum.auto()
+    OFF = enum.auto()
+
+
+@dataclass(frozen=True, slots=True)
+class PeerConf:
+    """One address of an upstream ``server`` line (a hostname may give several)."""
+
+    name: str  # address as nginx prints it: "127.0.0.1:8010", "[::1]:8010"
+    host: str  # numeric address to connect to
+    port: int
+    server: str  # the address text as written on the server line ("localhost:8010")
+    weight: int = 1
+    max_fails: int = 1
+    fail_timeout: float = 10.0
+    max_conns: int = 0
+    down: bool = False
+    backup: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamConf:
+    """An ``upstream{}`` block, or the implicit group of ``proxy_pass http://host:port``."""
+
+    name: str
+    peers: tuple[PeerConf, ...]
+    backups: tuple[PeerConf, ...] = ()
+    method: str = "round_robin"  # round_robin, ip_hash, hash, least_conn, random
+    method_args: tuple[str, ...] = ()
+    hash_key: ComplexValue | None = None
+    implicit: bool = False
+    file: str = ""
+    line: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ProxyPass:
+    """A parsed ``proxy_pass`` URL: scheme, the upstream group and the optional URI part."""
+
+    url: str
+    scheme: str  # "http" or "https"
+    upstream: str  # the name of the group in HttpConf.upstreams
+    proxy_host: str  # $proxy_host: host[:port] as written, port dropped when default
+    uri: str | None  # None when the URL has no URI part ("http://backend")
+
+
+@dataclass(frozen=True, slots=True)
+class LogFormat:
+    """A ``log_format``: its name, escaping and the compiled template."""
+
+    name: str
+    escape: str  # "default", "json" or "none"
+    template: ComplexValue
+
+
+@dataclass(frozen=True, slots=True)
+class AccessLogConf:
+    """One ``access_log PATH [FORMAT]`` line (``off`` gives an empty tuple at that level)."""
+
+    path: str
+    format: LogFormat
+
+
+@dataclass(frozen=True, slots=True)
+class LocationConf:
+    """A ``location`` (or the server-level defaults when ``name`` is empty).
+
+    Every inheritable directive is already merged (http -> server -> location), so the proxy
+    reads the effective value directly.
+    """
+
+    name: str = ""
+    modifier: str = ""  # "", "=", "^~", "~", "~*", or "" for the server-level defaults
+    regex: re.Pattern[str] | None = None
+    locations: tuple[LocationConf, ...] = ()  # nested, in config order
+    proxy_pass: ProxyPass | None = None
+    return_: tuple[int, ComplexValue | None] | None = None  # "return CODE [TEXT|URL]"
+    add_header: tuple[tuple[str, ComplexValue, bool], ...] = ()  # (name, value, always)
+    proxy_set_header: tuple[tuple[str, ComplexValue], ...] = ()
+    proxy_http_version: str = "1.0"
+    proxy_connect_timeout: float = 60.0
+    proxy_read_timeout: float = 60.0
+    proxy_send_timeout: float = 60.0
+    proxy_buffer_size: int = 4096
+    proxy_pass_request_headers: bool = True
+    proxy_next_upstream: NextUpstream = NextUpstream.ERROR | NextUpstream.TIMEOUT
+    proxy_next_upstream_tries: int = 0
+    proxy_next_upstream_timeout: float = 0.0
+    send_timeout: float = 60.0
+    keepalive_timeout: float = 75.0
+    keepalive_header: float | None = None  # keepalive_timeout's second argument
+    keepalive_requests: int = 1000
+    client_max_body_size: int = 1024 * 1024
+    client_body_timeout: float = 60.0
+    server_tokens: bool = True
+    access_log: tuple[AccessLogConf, ...] = ()
+    auto_redirect: bool = False  # prefix name ends in "/" and proxy_pass is set (§4.3)
+    file: str = ""
+    line: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ListenConf:
+    """One ``listen`` line of a server."""
+
+    host: str  # "*" (all IPv4), an IPv4 address, "::" or an IPv6 address (no brackets)
+    port: int
+    default_server: bool = False
+    ipv6: bool = False
+
+    @property
+    def text(self) -> str:
+        """The address as nginx prints it ("127.0.0.1:8080", "[::]:80", "0.0.0.0:80")."""
+        host = "0.0.0.0" if self.host == "*" else self.host
+        return f"[{host}]:{self.port}" if self.ipv6 else f"{host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConf:
+    """A virtual ``server{}`` block."""
+
+    listen: tuple[ListenConf, ...]
+    server_name: tuple[str, ...]  # as written, first one is $server_name
+    locations: tuple[LocationConf, ...]
+    defaults: LocationConf  # server-level merged values, used when no location matches
+    client_header_timeout: float = 60.0
+    large_client_header_buffers: tuple[int, int] = (4, 8192)
+    underscores_in_headers: bool = False
+    ignore_invalid_headers: bool = True
+    file: str = ""
+    line: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class MapConf:
+    """A ``map SOURCE $variable {}`` block (lookup rules: nginx-semantics.md §1.1)."""
+
+    source: ComplexValue
+    variable: str
+    exact: dict[str, ComplexValue] = field(default_factory=dict)  # lower-cased keys
+    regexes: tuple[tuple[re.Pattern[str], ComplexValue], ...] = ()
+    wildcards_head: tuple[tuple[str, ComplexValue], ...] = ()  # "*.example.com" -> ".example.com"
+    wildcards_tail: tuple[tuple[str, ComplexValue], ...] = ()  # "example.*" -> "example."
+    default: ComplexValue | None = None
+    hostnames: bool = False
+    volatile: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class HttpConf:
+    """The ``http{}`` block."""
+
+    servers: tuple[ServerConf, ...]
+    upstreams: dict[str, UpstreamConf]  # keyed by lower-cased name
+    maps: dict[str, MapConf]  # keyed by variable name without "$"
+    log_formats: dict[str, LogFormat]
+
+
+@dataclass(frozen=True, slots=True)
+class EventsConf:
+    """The ``events{}`` block."""
+
+    worker_connections: int = 512
+
+
+@dataclass(frozen=True, slots=True)
+class MainConf:
+    """The whole configuration, plus the files it was read from (for ``-T``)."""
+
+    file: str
+    prefix: str
+    files: tuple[tuple[str, str], ...]  # (path, text) in the order nginx reads them
+    events: EventsConf
+    http: HttpConf | None
+    worker_processes: int = 1
+    worker_shutdown_timeout: float | None = None
+    worker_rlimit_nofile: int | None = None
+    pid: str = "logs/nginx.pid"
+    error_log: tuple[tuple[str, str], ...] = (("logs/error.log", "error"),)

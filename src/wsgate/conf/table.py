@@ -1,0 +1,815 @@
+"""The directive table: name -> contexts, arity, handler (nginx's ``ngx_command_t`` array).
+
+``dispatch`` emits every generic error in nginx's words (unknown directive, not allowed
+here, not terminated, no opening brace, invalid number of arguments); handlers emit the
+directive-specific ones. ``docs/directives.md`` is generated from :data:`DIRECTIVES`
+(``python -m wsgate.conf.table``), so the reference cannot drift from the code.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from wsgate.conf.builders import (
+    Ctx,
+    HttpBuilder,
+    LocationBuilder,
+    MapBuilder,
+    ServerBuilder,
+    UpstreamBuilder,
+)
+from wsgate.conf.lexer import End
+from wsgate.conf.model import ListenConf, NextUpstream, PeerConf
+from wsgate.conf.parser import Parser, Stmt
+from wsgate.conf.units import parse_offset, parse_size, parse_time
+from wsgate.vars.compile import ComplexValue, VariableSyntaxError, compile_value
+
+__all__ = ["DIRECTIVES", "Directive", "dispatch", "resolve_host"]
+
+Handler = Callable[[Parser, Ctx, Stmt], None]
+
+MAIN, EVENTS, HTTP, SERVER, LOCATION, UPSTREAM = (
+    "main",
+    "events",
+    "http",
+    "server",
+    "location",
+    "upstream",
+)
+LOC_LEVELS = frozenset({HTTP, SERVER, LOCATION})
+SRV_LEVELS = frozenset({HTTP, SERVER})
+
+
+@dataclass(frozen=True, slots=True)
+class Directive:
+    """One row of the table."""
+
+    name: str
+    contexts: frozenset[str]
+    min_args: int
+    max_args: int | None  # None: no upper bound
+    handler: Handler
+    block: bool = False
+    default: str = ""
+    note: str = ""  # difference from nginx, for docs/directives.md
+
+
+def resolve_host(host: str, port: int) -> list[str]:
+    """Resolve ``host`` once at load as nginx does (IPv4 addresses first, then IPv6).
+
+    Returns numeric addresses, possibly empty (the caller reports "host not found").
+    """
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError):
+        return []
+    v4 = [str(i[4][0]) for i in infos if i[0] == socket.AF_INET]
+    v6 = [str(i[4][0]) for i in infos if i[0] == socket.AF_INET6]
+    seen: list[str] = []
+    for a in v4 + v6:  # ngx_inet_resolve_host: AF_INET first, then AF_INET6
+        if a not in seen:
+            seen.append(a)
+    return seen
+
+
+# The resolver used by handlers; tests may replace it with a table.
+RESOLVER: list[Callable[[str, int], list[str]]] = [resolve_host]
+
+
+def dispatch(p: Parser, ctx: Ctx, d: Stmt) -> None:
+    """Check ``d`` against the table and run its handler (``ngx_conf_handler``)."""
+    if ctx.kind == "map":
+        _map_entry(p, ctx, d)
+        return
+    rows = DIRECTIVES.get(d.name)
+    if rows is None:
+        raise d.error(f'unknown directive "{d.name}"')
+    row = next((r for r in rows if ctx.kind in r.contexts), None)
+    if row is None:
+        raise d.error(f'"{d.name}" directive is not allowed here')
+    if not row.block and d.end is not End.OK:
+        raise d.error(f'directive "{d.name}" is not terminated by ";"')
+    if row.block and d.end is not End.BLOCK_START:
+        raise d.error(f'directive "{d.name}" has no opening "{{"')
+    n = len(d.args)
+    if n < row.min_args or (row.max_args is not None and n > row.max_args):
+        raise d.error(f'invalid number of arguments in "{d.name}" directive')
+    row.handler(p, ctx, d)
+
+
+# ---------------------------------------------------------------------------------------
+# Generic setters (ngx_conf_set_*_slot). Each stores under the directive name.
+
+
+def _once(ctx: Ctx, d: Stmt, value: Any) -> None:
+    store = ctx.values
+    if d.name in store:
+        raise d.error(f'"{d.name}" directive is duplicate')
+    store[d.name] = value
+
+
+def _variables(ctx: Ctx, d: Stmt, text: str) -> ComplexValue:
+    try:
+        cv = compile_value(text)
+    except VariableSyntaxError as exc:
+        raise d.error(str(exc)) from None
+    if ctx.http is not None:
+        ctx.http.variables_used.extend(cv.variables)
+    return cv
+
+
+def set_flag(p: Parser, ctx: Ctx, d: Stmt) -> None:
+    v = d.args[0].text
+    if v.lower() not in ("on", "off"):
+        raise d.error(f'invalid value "{v}" in "{d.name}" directive, it must be "on" or "off"')
+    _once(ctx, d, v.lower() == "on")
+
+
+def set_msec(p: Parser, ctx: Ctx, d: Stmt) -> None:
+    t = parse_time(d.args[0].text)
+    if t is None:
+        raise d.error(f'"{d.name}" directive invalid value')
+    _once(ctx, d, t)
+
+
+def set_sec(p: Parser, ctx: Ctx, d: Stmt) -> None:
+    t = parse_time(d.args[0].text, seconds=True)
+    if t is None:
+        raise d.error(f'"{d.name}" directive invalid value')
+    _once(ctx, d, t)
+
+
+def set_size(p: Parser, ctx: Ctx, d: Stmt) -> None:
+    s = parse_size(d.args[0].text)
+    if s is None:
+        raise d.error(f'"{d.name}" directive invalid value')
+    _once(ctx, d, s)
+
+
+def set_offset(p: Parser, ctx: Ctx, d: Stmt) -> None:
+    s = parse_offset(d.args[0].text)
+    if s is None:
+        raise d.error(f'"{d.name}" directive invalid value')
+    _once(ctx, d, s)
+
+
+def set_num(p: Parser, ctx: Ctx, d: Stmt) -> None:
+    v = d.args[0].text
+    if not v.isdigit() or not v.isascii():
+        raise d.error(f'invalid number "{v}"')
+    _once(ctx, d, int(v))
+
+
+def set_str(p: Parser, ctx: Ctx, d: Stmt) -> None:
+    _once(ctx, d, d.args[0].text)
+
+
+def accept(p: Parser, ctx: Ctx, d: Stmt) -> None:
+    """Directives accepted for compatibility whose effect wsgate does not need."""
+    _once(ctx, d, tuple(d.values))
+
+
+# ---------------------------------------------------------------------------------------
+# main / events
+
+
+def worker_processes(p: Parser, ctx: Ctx, d: Stmt) -> None:
+    v = d.args[0].text
+    if v == "auto":
+        _once(ctx, d, 0)
+        return
+    if not v.isdigit():
+        raise d.error(f'invalid value "{v}" in "{d.name}" directive')
+    _once(ctx, d, int(v))
+
+
+def error_log(p: Parser, ctx: Ctx, d: Stmt) -> None:
+    levels = ("debug", "info", "notice", "warn", "error", "crit", "alert", "emerg")
+    level = "error"
+    if len(d.args) > 1:
+        level = d.args[1].text
+        if level not in levels or len(d.args) > 2:
+            raise d.error(f'invalid log level "{level}"')
+    ctx.values.setdefault("error_log", []).append((d.args[0].text, level))
+
+
+def events(p: Parser, ctx: Ctx, d: Stmt) -> None:
+    if ctx.main.events is not None:
+        raise d.error('"events" directive is duplicate')
+    ctx.main.events = {}
+    p.parse_block(Ctx("events", ctx.main))
+
+
+def http(p: Parser, ctx: Ctx, d: Stmt) -> None:
+    if ctx.main.http is not None:
+        raise d.error('"http" directive is duplicate')
+    ctx.main.http = HttpBuilder()
+    p.parse_block(Ctx("http", ctx.main, http=ctx.main.http))
+    from wsgate.conf.build import finish_http
+
+    finish_http(ctx.main.http, d)
+
+
+# ---------------------------------------------------------------------------------------
+# http
+
+
+def map_block(p: Parser, ctx: Ctx, d: Stmt) -> None:
+    assert ctx.http is not None
+    name = d.args[1].text
+    if not name.startswith("$"):
+        raise d.error(f'invalid variable name "{name}"')
+    var = name[1:].lower()
+    source = _variables(ctx, d, d.args[0].text)
+    if var in ctx.http.maps:
+        raise d.error(f'duplicate "{var}" variable')  # ngx_http_add_variable
+    m = MapBuilder(source, var)
+    ctx.http.maps[var] = m
+    p.parse_block(Ctx("map", ctx.main, http=ctx.http, map=m))
+
+
+def _map_entry(p: Parser, ctx: Ctx, d: Stmt) -> None:
+    # ngx_http_map: entries are "KEY VALUE;" plus default/hostnames/volatile/include.
+    m = ctx.map
+    assert m is not None
+    words = [d.name, *d.values]
+    if d.end is not End.OK:
+        raise d.error('unexpected "{"')
+    if len(words) == 1 and words[0] in ("hostnames", "volatile"):
+        setattr(m, words[0], True)
+        return
+    if len(words) != 2:
+        raise d.error("invalid number of the map parameters")
+    key, value = words
+    if key == "include":
+        p._include(Stmt("include", d.args, d.file, d.line, d.end), ctx)
+        return
+    cv = _variables(ctx, d, value)
+    if key == "default":
+        if m.default is not None:
+            raise d.error("duplicate default map parameter")
+        m.default = cv
+        return
+    if key.startswith("\\"):
+        key = key[1:]
+    elif key.startswith("~"):
+        flags = 0
+        pattern = key[1:]
+        if pattern.startswith("*"):
+            flags, pattern = re.IGNORECASE, pattern[1:]
+        try:
+            m.regexes.append((re.compile(_pcre_to_python(pattern), flags), cv))
+        except re.error as exc:
+            raise d.error(f'pcre2_compile() failed: {exc.msg} in "{pattern}"') from None
+        return
+    elif m.hostnames and (key.startswith(("*.", ".")) or key.endswith(".*")):
+        if key.endswith(".*"):
+            m.wildcards_tail.append((key[:-1].lower(), cv))
+        else:
+            m.wildcards_head.append((key.lstrip("*").lower(), cv))
+        return
+    low = key.lower()
+    if low in m.exact:
+        raise d.error(f'conflicting parameter "{key}"')
+    m.exact[low] = cv
+
+
+def _pcre_to_python(pattern: str) -> str:
+    """Translate the PCRE spellings nginx configs use into Python's ``re`` syntax."""
+    return re.sub(r"\(\?<([A-Za-z_][A-Za-z0-9_]*)>", r"(?P<\1>", pattern)
+
+
+def upstream_block(p: Parser, ctx: Ctx, d: Stmt) -> None:
+    assert ctx.http is not None
+    name = d.args[0].text
+    key = name.lower()
+    if key in ctx.http.upstreams and not ctx.http.upstreams[key].implicit:
+        raise d.error(f'duplicate upstream "{name}"')
+    u = UpstreamBuilder(name, d.file, d.line)
+    ctx.http.upstreams[key] = u
+    p.parse_block(Ctx("upstream", ctx.main, http=ctx.http, upstream=u))
+    if not u.peers:
+        raise p.lexer.error("no servers are inside upstream")
+
+
+def _parse_addr(text: str, default_port: int) -> tuple[str, int | None, bool]:
+    """Split ``host[:port]`` / ``[v6]:port``; port None when it is not a valid number."""
+    if text.startswith("["):
+        end = text.find("]")
+        host = text[1:end]
+        rest = text[end + 1 :]
+        if rest.startswith(":"):
+            return host, _port(rest[1:]), True
+        return host, default_port, True
+    host, sep, port = text.rpartition(":")
+    if not sep:
+        return text, default_port, False
+    return host, _port(port), False
+
+
+def _port(text: str) -> int | None:
+    if not text.isdigit() or not text.isascii():
+        return None
+    n = int(text)
+    return n if 1 <= n <= 65535 else None
+
+
+def _peer_name(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def resolve_peers(d: Stmt, address: str, **params: Any) -> list[PeerConf]:
+    """Resolve an upstream address to one PeerConf per address (errors in nginx's words)."""
+    host, port, _ = _parse_addr(address, 80)
+    if port is None:
+        raise d.error(f'invalid port in upstream "{address}"')
+    if address.startswith("unix:"):
+        raise d.error(f'unix domain sockets are not supported by wsgate in "{address}"')
+    addrs = RESOLVER[0](host, port)
+    if not addrs:
+        shown = address if ":" in address.lstrip("[") else f"{address}:{port}"
+        raise d.error(f'host not found in upstream "{shown}"')
+    return [PeerConf(_peer_name(a, port), a, port, address, **params) for a in addrs]
+
+
+def upstream_server(p: Parser, ctx: Ctx, d: Stmt) -> None:
+    # ngx_http_upstream_server
+    u = ctx.upstream
+    assert u is not None
+    params: dict[str, Any] = {}
+    for w in d.args[1:]:
+        t = w.text
+        key, eq, val = t.partition("=")
+        if eq and key in ("weight", "max_fails", "max_conns"):
+            if not val.isdigit() or (key == "weight" and int(val) == 0):
+                raise d.error(f'invalid parameter "{t}"')
+            params[key] = int(val)
+        elif eq and key == "fail_timeout":
+            ft = parse_time(val, seconds=True)
+            if ft is None:
+                raise d.error(f'invalid parameter "{t}"')
+            params[key] = ft
+        elif t in ("down", "backup"):
+            if t == "backup" and u.method in ("ip_hash", "hash", "random"):
+                raise d.error('balancing method does not support parameter "backup"')
+            params[t] = True
+        else:
+            raise d.error(f'invalid parameter "{t}"')
+    u.peers.extend(resolve_peers(d, d.args[0].text, **params))
+
+
+def server_block(p: Parser, ctx: Ctx, d: Stmt) -> None:
+    assert ctx.http is not None
+    s = ServerBuilder(d.file, d.line)
+    ctx.http.servers.append(s)
+    p.parse_block(Ctx("server", ctx.main, http=ctx.http, server=s))
+    if not s.listen:
+        s.listen.append(ListenConf("*", 80 if _is_root() else 8000))
+
+
+def _is_root() -> bool:
+    import os
+
+    return os.geteuid() == 0
+
+
+def listen(p: Parser, ctx: Ctx, d: Stmt) -> None:
+    # ngx_http_core_listen
+    s = ctx.server
+    assert s is not None
+    text = d.args[0].text
+    if text.startswith("unix:"):
+        raise d.error(f'unix domain sockets are not supported by wsgate in "{text}"')
+    if text.startswith("["):
+        host, port, _ = _parse_addr(text, 80)
+        ipv6 = True
+    elif text.isdigit():
+        host, port, ipv6 = "*", _port(text), False
+    elif ":" in text:
+        host, port, ipv6 = _parse_addr(text, 80)
+    else:
+        host, port, ipv6 = text, 80, False
+    if port is None:
+        raise d.error(f'invalid port in "{text}" of the "listen" directive')
+    if host not in ("*", "") and not ipv6:
+        try:
+            ipaddress.IPv4Address(host)
+        except ValueError:
+            addrs = [a for a in RESOLVER[0](host, port) if ":" not in a]
+            if not addrs:
+                raise d.error(f'host not found in "{text}" of the "listen" directive') from None
+            host = addrs[0]
+    default = False
+    for w in d.args[1:]:
+        if w.text in ("default_server", "default"):
+            default = True
+        elif w.text in ("reuseport", "deferred", "bind", "http2", "proxy_protocol") or (
+            w.text.split("=", 1)[0] in ("backlog", "rcvbuf", "sndbuf", "so_keepalive", "ipv6only")
+        ):
+            continue
+        else:
+            raise d.error(f'invalid parameter "{w.text}"')
+    conf = ListenConf(host or "*", port, default, ipv6)
+    if any((lc.host, lc.port) == (conf.host, conf.port) for lc in s.listen):
+        raise d.error(f"a duplicate listen {conf.text}")
+    s.listen.append(conf)
+
+
+def server_name(p: Parser, ctx: Ctx, d: Stmt) -> None:
+    s = ctx.server
+    assert s is not None
+    for w in d.args:
+        name = w.text
+        if name.startswith("~"):
+            try:
+                re.compile(_pcre_to_python(name[1:]))
+            except re.error as exc:
+                raise d.error(f'pcre2_compile() failed: {exc.msg} in "{name[1:]}"') from None
+        s.server_name.append(name if name.startswith("~") else name.lower())
+
+
+def location(p: Parser, ctx: Ctx, d: Stmt) -> None:
+    # ngx_http_core_location
+    args = d.values
+    modifier, name = ("", args[0]) if len(args) == 1 else (args[0], args[1])
+    if len(args) == 1 and args[0].startswith(("=", "~", "^~")) and args[0] not in ("=", "~"):
+        for mod in ("^~", "~*", "=", "~"):
+            if args[0].startswith(mod) and len(args[0]) > len(mod):
+                modifier, name = mod, args[0][len(mod) :]
+                break
+    if modifier not in ("", "=", "^~", "~", "~*"):
+        raise d.error(f'invalid location modifier "{modifier}"')
+    if name.startswith("@"):
+        raise d.error(f'named locations are not supported by wsgate in "{name}"')
+    regex = None
+    if modifier in ("~", "~*"):
+        try:
+            regex = re.compile(_pcre_to_python(name), re.IGNORECASE if modifier == "~*" else 0)
+        except re.error as exc:
+            raise d.error(f'pcre2_compile() failed: {exc.msg} in "{name}"') from None
+    loc = LocationBuilder(name, modifier, regex, d.file, d.line)
+    parent = ctx.location
+    if parent is not None:
+        if parent.modifier == "=":
+            raise d.error(f'location "{name}" cannot be inside the exact location "{parent.name}"')
+        if (
+            parent.modifier in ("", "^~")
+            and modifier in ("", "^~", "=")
+            and not name.startswith(parent.name)
+        ):
+            raise d.error(f'location "{name}" is outside location "{parent.name}"')
+    siblings = parent.locations if parent is not None else _server(ctx).locations
+    for other in siblings:
+        same_kind = (other.modifier == "=") == (modifier == "=") and (other.regex is None) == (
+            regex is None
+        )
+        if other.name == name and same_kind:
+            raise d.error(f'duplicate location "{name}"')
+    siblings.append(loc)
+    p.parse_block(Ctx("location", ctx.main, http=ctx.http, server=ctx.server, location=loc))
+
+
+def _server(ctx: Ctx) -> ServerBuilder:
+    assert ctx.server is not None
+    return ctx.server
+
+
+def proxy_pass(p: Parser, ctx: Ctx, d: Stmt) -> None:
+    # ngx_http_proxy_pass
+    loc = ctx.location
+    assert loc is not None and ctx.http is not None
+    if "proxy_pass" in loc.values:
+        raise d.error('"proxy_pass" directive is duplicate')
+    url = d.args[0].text
+    low = url.lower()
+    if low.startswith("http://"):
+        scheme, rest = "http", url[7:]
+    elif low.startswith("https://"):
+        scheme, rest = "https", url[8:]
+    else:
+        raise d.error("invalid URL prefix")
+    if "$" in url:
+        raise d.error(f'variables in "proxy_pass" are not supported by wsgate in "{url}"')
+    slash = rest.find("/")
+    hostport, uri = (rest, None) if slash < 0 else (rest[:slash], rest[slash:])
+    if uri is not None and (loc.regex is not None):
+        raise d.error(
+            '"proxy_pass" cannot have URI part in location given by regular expression, '
+            'or inside named location, or inside "if" statement, or inside "limit_except" block'
+        )
+    loc.values["proxy_pass"] = (url, scheme, hostport, uri)
+    ctx.http.proxy_passes.append((loc.values["proxy_pass"], d.file, d.line))
+
+
+def proxy_set_header(p: Parser, ctx: Ctx, d: Stmt) -> None:
+    name, value = d.args[0].text, d.args[1].text
+    ctx.values.setdefault("proxy_set_header", []).append((name, _variables(ctx, d, value)))
+
+
+def proxy_http_version(p: Parser, ctx: Ctx, d: Stmt) -> None:
+    v = d.args[0].text
+    if v not in ("1.0", "1.1"):
+        raise d.error(f'invalid value "{v}"')
+    _once(ctx, d, v)
+
+
+_NEXT_UPSTREAM = {
+    "error": NextUpstream.ERROR,
+    "timeout": NextUpstream.TIMEOUT,
+    "invalid_header": NextUpstream.INVALID_HEADER,
+    "http_500": NextUpstream.HTTP_500,
+    "http_502": NextUpstream.HTTP_502,
+    "http_503": NextUpstream.HTTP_503,
+    "http_504": NextUpstream.HTTP_504,
+    "http_403": NextUpstream.HTTP_403,
+    "http_404": NextUpstream.HTTP_404,
+    "http_429": NextUpstream.HTTP_429,
+    "non_idempotent": NextUpstream.NON_IDEMPOTENT,
+    "off": NextUpstream.OFF,
+}
+
+
+def proxy_next_upstream(p: Parser, ctx: Ctx, d: Stmt) -> None:
+    flags = NextUpstream.NONE
+    for w in d.args:
+        f = _NEXT_UPSTREAM.get(w.text)
+        if f is None:
+            raise d.error(f'invalid value "{w.text}"')
+        flags |= f
+    if flags & NextUpstream.OFF:
+        flags = NextUpstream.OFF
+    _once(ctx, d, flags)
+
+
+def keepalive_timeout(p: Parser, ctx: Ctx, d: Stmt) -> None:
+    t = parse_time(d.args[0].text)
+    if t is None:
+        raise d.error(f'invalid value "{d.args[0].text}"')
+    header = None
+    if len(d.args) == 2:
+        header = parse_time(d.args[1].text, seconds=True)
+        if header is None:
+            raise d.error(f'invalid value "{d.args[1].text}"')
+    _once(ctx, d, (t, header))
+
+
+def large_client_header_buffers(p: Parser, ctx: Ctx, d: Stmt) -> None:
+    n, size = d.args[0].text, parse_size(d.args[1].text)
+    if not n.isdigit() or int(n) == 0:
+        raise d.error(f'invalid value "{n}"')
+    if size is None or size == 0:
+        raise d.error(f'"{d.name}" directive invalid value')
+    _once(ctx, d, (int(n), size))
+
+
+def server_tokens(p: Parser, ctx: Ctx, d: Stmt) -> None:
+    v = d.args[0].text
+    if v not in ("on", "off", "build"):
+        raise d.error(f'invalid value "{v}"')
+    _once(ctx, d, v != "off")
+
+
+def log_format(p: Parser, ctx: Ctx, d: Stmt) -> None:
+    from wsgate.conf.model import LogFormat
+
+    assert ctx.http is not None
+    name = d.args[0].text
+    if name == "combined" or name in ctx.http.log_formats:
+        raise d.error(f'duplicate "log_format" name "{name}"')
+    rest = d.values[1:]
+    escape = "default"
+    if rest and rest[0].startswith("escape="):
+        escape = rest[0][7:]
+        if escape not in ("default", "json", "none"):
+            raise d.error(f'unknown log format escaping "{escape}"')
+        rest = rest[1:]
+    if not rest:
+        raise d.error('invalid number of arguments in "log_format" directive')
+    ctx.http.log_formats[name] = LogFormat(name, escape, _variables(ctx, d, "".join(rest)))
+
+
+COMBINED = (
+    '$remote_addr - $remote_user [$time_local] "$request" $status $body_bytes_sent '
+    '"$http_referer" "$http_user_agent"'
+)
+
+
+def access_log(p: Parser, ctx: Ctx, d: Stmt) -> None:
+    # ngx_http_log_set_log: the format must already be defined (or be "combined").
+    from wsgate.conf.model import AccessLogConf, LogFormat
+
+    assert ctx.http is not None
+    store = ctx.values.setdefault("access_log", [])
+    path = d.args[0].text
+    if path == "off":
+        if len(d.args) != 1:
+            raise d.error(f'invalid parameter "{d.args[1].text}"')
+        store.append(None)
+        return
+    name = d.args[1].text if len(d.args) > 1 else "combined"
+    if name == "combined":
+        fmt = LogFormat("combined", "default", _variables(ctx, d, COMBINED))
+    elif name in ctx.http.log_formats:
+        fmt = ctx.http.log_formats[name]
+    else:
+        raise d.error(f'unknown log format "{name}"')
+    for w in d.args[2:]:
+        key = w.text.split("=", 1)[0]
+        if key not in ("buffer", "flush", "gzip", "if"):
+            raise d.error(f'invalid parameter "{w.text}"')
+    store.append(AccessLogConf(path, fmt))
+
+
+def return_(p: Parser, ctx: Ctx, d: Stmt) -> None:
+    # ngx_http_rewrite_return
+    first = d.args[0].text
+    if first.isdigit():
+        code = int(first)
+        if code > 999:
+            raise d.error(f'invalid return code "{first}"')
+        text = _variables(ctx, d, d.args[1].text) if len(d.args) > 1 else None
+    else:
+        if len(d.args) > 1:
+            raise d.error(f'invalid return code "{first}"')
+        if not first.startswith(("http://", "https://", "$scheme")):
+            raise d.error(f'invalid return code "{first}"')
+        code, text = 302, _variables(ctx, d, first)
+    ctx.values["return"] = (code, text)
+
+
+def add_header(p: Parser, ctx: Ctx, d: Stmt) -> None:
+    always = False
+    if len(d.args) == 3:
+        if d.args[2].text != "always":
+            raise d.error(f'invalid parameter "{d.args[2].text}"')
+        always = True
+    entry = (d.args[0].text, _variables(ctx, d, d.args[1].text), always)
+    ctx.values.setdefault("add_header", []).append(entry)
+
+
+def not_supported(p: Parser, ctx: Ctx, d: Stmt) -> None:
+    raise d.error(f'"{d.name}" directive is not supported by wsgate yet')
+
+
+# ---------------------------------------------------------------------------------------
+
+
+def _rows(*rows: Directive) -> dict[str, list[Directive]]:
+    table: dict[str, list[Directive]] = {}
+    for r in rows:
+        table.setdefault(r.name, []).append(r)
+    return table
+
+
+_ANY = frozenset({MAIN, EVENTS, HTTP, SERVER, LOCATION, UPSTREAM})
+F = frozenset
+
+DIRECTIVES: dict[str, list[Directive]] = _rows(
+    # main
+    Directive("worker_processes", F({MAIN}), 1, 1, worker_processes, default="1"),
+    Directive("pid", F({MAIN}), 1, 1, set_str, default="logs/nginx.pid"),
+    Directive(
+        "error_log",
+        F({MAIN, HTTP, SERVER, LOCATION}),
+        1,
+        2,
+        error_log,
+        default="logs/error.log error",
+    ),
+    Directive("worker_shutdown_timeout", F({MAIN}), 1, 1, set_msec, default="(wait forever)"),
+    Directive("worker_rlimit_nofile", F({MAIN}), 1, 1, set_num, default="-"),
+    Directive(
+        "daemon",
+        F({MAIN}),
+        1,
+        1,
+        set_flag,
+        default="on",
+        note="wsgate always runs in the foreground",
+    ),
+    Directive("master_process", F({MAIN}), 1, 1, set_flag, default="on"),
+    Directive(
+        "user",
+        F({MAIN}),
+        1,
+        2,
+        accept,
+        default="nobody nogroup",
+        note="accepted; wsgate does not switch users",
+    ),
+    Directive("events", F({MAIN}), 0, 0, events, block=True),
+    Directive("http", F({MAIN}), 0, 0, http, block=True),
+    # events
+    Directive("worker_connections", F({EVENTS}), 1, 1, set_num, default="512"),
+    Directive("use", F({EVENTS}), 1, 1, accept, note="the event loop is uvloop (epoll)"),
+    Directive("multi_accept", F({EVENTS}), 1, 1, set_flag, default="off"),
+    Directive("accept_mutex", F({EVENTS}), 1, 1, set_flag, default="off"),
+    # http
+    Directive("map", F({HTTP}), 2, 2, map_block, block=True),
+    Directive("upstream", F({HTTP}), 1, 1, upstream_block, block=True),
+    Directive("server", F({HTTP}), 0, 0, server_block, block=True),
+    Directive("log_format", F({HTTP}), 2, None, log_format),
+    Directive(
+        "access_log",
+        F({HTTP, SERVER, LOCATION}),
+        1,
+        None,
+        access_log,
+        default="logs/access.log combined",
+    ),
+    # upstream
+    Directive(
+        "server",
+        F({UPSTREAM}),
+        1,
+        None,
+        upstream_server,
+        default="weight=1 max_fails=1 fail_timeout=10",
+    ),
+    Directive("ip_hash", F({UPSTREAM}), 0, 0, not_supported),
+    Directive("least_conn", F({UPSTREAM}), 0, 0, not_supported),
+    Directive("hash", F({UPSTREAM}), 1, 2, not_supported),
+    Directive("random", F({UPSTREAM}), 0, 2, not_supported),
+    Directive("keepalive", F({UPSTREAM}), 1, 1, not_supported),
+    # server
+    Directive("listen", F({SERVER}), 1, None, listen, default="*:80 | *:8000"),
+    Directive("server_name", F({SERVER}), 1, None, server_name, default='""'),
+    Directive("location", F({SERVER, LOCATION}), 1, 2, location, block=True),
+    Directive("client_header_timeout", SRV_LEVELS, 1, 1, set_msec, default="60s"),
+    Directive(
+        "large_client_header_buffers", SRV_LEVELS, 2, 2, large_client_header_buffers, default="4 8k"
+    ),
+    Directive("underscores_in_headers", SRV_LEVELS, 1, 1, set_flag, default="off"),
+    Directive("ignore_invalid_headers", SRV_LEVELS, 1, 1, set_flag, default="on"),
+    # location-level (http, server, location)
+    Directive("proxy_pass", F({LOCATION}), 1, 1, proxy_pass),
+    Directive(
+        "proxy_set_header",
+        LOC_LEVELS,
+        2,
+        2,
+        proxy_set_header,
+        default="Host $proxy_host; Connection close",
+    ),
+    Directive("proxy_http_version", LOC_LEVELS, 1, 1, proxy_http_version, default="1.0"),
+    Directive("proxy_connect_timeout", LOC_LEVELS, 1, 1, set_msec, default="60s"),
+    Directive("proxy_read_timeout", LOC_LEVELS, 1, 1, set_msec, default="60s"),
+    Directive("proxy_send_timeout", LOC_LEVELS, 1, 1, set_msec, default="60s"),
+    Directive("proxy_buffer_size", LOC_LEVELS, 1, 1, set_size, default="4k"),
+    Directive(
+        "proxy_buffering",
+        LOC_LEVELS,
+        1,
+        1,
+        set_flag,
+        default="on",
+        note="wsgate streams responses with back-pressure in either mode",
+    ),
+    Directive("proxy_pass_request_headers", LOC_LEVELS, 1, 1, set_flag, default="on"),
+    Directive(
+        "proxy_next_upstream", LOC_LEVELS, 1, None, proxy_next_upstream, default="error timeout"
+    ),
+    Directive("proxy_next_upstream_tries", LOC_LEVELS, 1, 1, set_num, default="0"),
+    Directive("proxy_next_upstream_timeout", LOC_LEVELS, 1, 1, set_msec, default="0"),
+    Directive("send_timeout", LOC_LEVELS, 1, 1, set_msec, default="60s"),
+    Directive("keepalive_timeout", LOC_LEVELS, 1, 2, keepalive_timeout, default="75s"),
+    Directive("keepalive_requests", LOC_LEVELS, 1, 1, set_num, default="1000"),
+    Directive("client_max_body_size", LOC_LEVELS, 1, 1, set_offset, default="1m"),
+    Directive("client_body_timeout", LOC_LEVELS, 1, 1, set_msec, default="60s"),
+    Directive(
+        "server_tokens",
+        LOC_LEVELS,
+        1,
+        1,
+        server_tokens,
+        default="on",
+        note='the token is "wsgate/VERSION" instead of "nginx/VERSION"',
+    ),
+    Directive(
+        "sendfile",
+        LOC_LEVELS,
+        1,
+        1,
+        set_flag,
+        default="off",
+        note="accepted; wsgate serves no files",
+    ),
+    Directive("tcp_nopush", LOC_LEVELS, 1, 1, set_flag, default="off", note="accepted"),
+    Directive(
+        "tcp_nodelay",
+        LOC_LEVELS,
+        1,
+        1,
+        set_flag,
+        default="on",
+        note="wsgate always sets TCP_NODELAY",
+    ),
+    Directive("return", F({SERVER, LOCATION}), 1, 2, return_),
+    Directive("add_header", LOC_LEVELS, 2, 3, add_header),
+    Directive("if", F({SERVER, LOCATION}), 1, None, not_supported, block=True),
+)

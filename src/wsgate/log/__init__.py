@@ -1,0 +1,1 @@
+"""nginx-format error log and the access log writer."""

@@ -1,0 +1,1058 @@
+"""The client side: one :class:`Downstream` protocol per accepted connection.
+
+Theory of operation (states of :attr:`Downstream.state`):
+
+* ``HEAD`` - bytes accumulate in ``buf`` until a blank line ends a request head
+  (``client_header_timeout``; between requests ``keepalive_timeout``). The head is parsed
+  (``http.parser``), the virtual server and location are chosen (``routing``).
+* ``BODY`` - a request body is read into memory (``Content-Length`` or chunked, at most
+  ``client_max_body_size``), as nginx's ``proxy_request_buffering on`` does.
+* ``WAIT`` - the request coroutine (:meth:`Downstream.handle`) talks to peers. Bytes the
+  client sends meanwhile stay in ``buf`` (pipelined requests, or the first frames of a
+  WebSocket); past a bound, reading pauses. A client EOF here aborts the request (499).
+* ``RESPONSE`` - the response body streams from the peer to the client; the client's
+  write-buffer callbacks pause and resume the peer (back-pressure).
+* ``TUNNEL`` - after a 101, both transports belong to a :class:`~wsgate.proxy.tunnel.Tunnel`.
+* ``CLOSED``.
+
+After a response the connection goes back to ``HEAD`` (keep-alive) and any pipelined bytes
+in ``buf`` are parsed at once. Only a 101 answer to a request carrying ``Upgrade`` opens a
+tunnel (nginx-semantics.md §1.6); any other answer keeps the connection in HTTP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import cast
+
+from wsgate.balancer.base import Outcome, PeerState, Pick, RequestInfo
+from wsgate.conf.model import LocationConf, NextUpstream, ServerConf
+from wsgate.errors import HTTPError
+from wsgate.http.parser import (
+    ChunkedDecoder,
+    RequestHead,
+    ResponseHead,
+    find_head_end,
+    parse_request_head,
+)
+from wsgate.http.response import build_response_head
+from wsgate.http.status import REASONS, error_page
+from wsgate.http.upstream_request import build_request_head, escape_uri, valid_header_name
+from wsgate.log.error_log import ErrorContext
+from wsgate.proxy.tunnel import Tunnel
+from wsgate.proxy.upstream import BodyMode, UpstreamClosed, UpstreamProtocol
+from wsgate.proxy.worker import Worker
+from wsgate.routing import Found, Match, find_location, normalize_host, parse_target
+from wsgate.vars.registry import ConnInfo, RequestVars
+
+__all__ = ["Downstream"]
+
+HEAD, BODY, WAIT, RESPONSE, TUNNEL, CLOSED = range(6)
+
+# Bytes a client may send while its request is with a peer before reading pauses
+# (pipelined requests or early WebSocket frames); bounds memory per connection.
+WAIT_BUFFER_LIMIT = 64 * 1024
+
+# Methods nginx never retries once the request was sent (ngx_http_upstream_next):
+_NON_IDEMPOTENT = frozenset({"POST", "LOCK", "PATCH"})
+
+_NODELAY_FAMILIES = (socket.AF_INET, socket.AF_INET6)
+
+
+@dataclass(slots=True)
+class Request:
+    """One request on its way through the proxy."""
+
+    head: RequestHead
+    server: ServerConf
+    found: Found
+    rv: RequestVars
+    ctx: ErrorContext
+    upgrade: bool
+    body: bytes | None = None
+    keep_alive: bool = True
+    started: float = 0.0  # loop time of the first attempt (proxy_next_upstream_timeout)
+
+
+def _nodelay(transport: asyncio.BaseTransport) -> None:
+    sock = transport.get_extra_info("socket")
+    if sock is not None and sock.family in _NODELAY_FAMILIES:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+class Downstream(asyncio.Protocol):
+    """A client connection (see the module docstring for the states)."""
+
+    def __init__(self, worker: Worker) -> None:
+        self.worker = worker
+        self.loop = worker.loop
+        self.transport: asyncio.Transport | None = None
+        self.state = HEAD
+        self.buf = bytearray()
+        self.conn: ConnInfo | None = None
+        self.timer: asyncio.TimerHandle | None = None
+        self.request: Request | None = None
+        self.task: asyncio.Task[None] | None = None
+        self.upstream: UpstreamProtocol | None = None
+        self.body_parts: list[bytes] = []
+        self.body_remaining = 0
+        self.body_size = 0
+        self.decoder: ChunkedDecoder | None = None
+        self.paused_reading = False
+        self.client_paused = False
+        self.send_timer: asyncio.TimerHandle | None = None
+        self.default_server: ServerConf | None = None
+
+    # -- connection lifecycle --------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports implement asyncio.Transport without subclassing it.
+        self.transport = cast(asyncio.Transport, transport)
+        _nodelay(transport)
+        peer = transport.get_extra_info("peername") or ("", 0)
+        local = transport.get_extra_info("sockname") or ("", 0)
+        self.conn = ConnInfo(
+            remote_addr=str(peer[0]),
+            remote_port=int(peer[1]),
+            server_addr=str(local[0]),
+            server_port=int(local[1]),
+            number=next(self.worker.counter),
+        )
+        self.default_server = self.worker.router.select_server(
+            self.conn.server_addr, self.conn.server_port, None
+        )
+        self.worker.connections.add(self)
+        if self.worker.closing:
+            self.shutdown()
+            return
+        self._arm(self.default_server.client_header_timeout, self._header_timed_out)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        prev = self.state
+        self.state = CLOSED
+        self._disarm()
+        if self.send_timer is not None:
+            self.send_timer.cancel()
+            self.send_timer = None
+        if prev in (WAIT, RESPONSE) and self.task is not None and not self.task.done():
+            self.task.cancel("client closed connection")
+        self.worker.forget(self)
+
+    def eof_received(self) -> bool:
+        if self.state in (WAIT, RESPONSE) and self.task is not None and not self.task.done():
+            # ngx_http_upstream_check_broken_connection: the client went away (499).
+            self.task.cancel("client prematurely closed connection")
+        elif self.transport is not None:
+            self.transport.close()
+        return True
+
+    def shutdown(self) -> None:
+        """Graceful stop: close now if idle between requests, else after this request."""
+        if self.state == HEAD and not self.buf and self.transport is not None:
+            self.transport.close()
+            self.state = CLOSED
+            self.worker.forget(self)
+
+    def abort(self) -> None:
+        """Fast stop: drop the connection."""
+        if self.transport is not None:
+            self.transport.abort()
+
+    # -- timers -----------------------------------------------------------------------------
+
+    def _arm(self, timeout: float, callback: Callable[[], None]) -> None:
+        self._disarm()
+        if timeout > 0:
+            self.timer = self.loop.call_later(timeout, callback)
+
+    def _disarm(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+    def _header_timed_out(self) -> None:
+        self.timer = None
+        if self.state != HEAD or self.transport is None:
+            return
+        if self.buf:
+            # nginx: "client timed out (110: Connection timed out) while reading client
+            # request headers", answered with 408 only in the log; the connection closes.
+            self._log_client(
+                "info",
+                "client timed out (110: Connection timed out)",
+                "reading client request headers",
+            )
+        self.transport.close()
+
+    def _keepalive_timed_out(self) -> None:
+        self.timer = None
+        if self.state == HEAD and not self.buf and self.transport is not None:
+            self.transport.close()
+
+    def _body_timed_out(self) -> None:
+        self.timer = None
+        if self.state == BODY and self.transport is not None and self.request is not None:
+            self.worker.error_log.log(
+                "info",
+                "client timed out (110: Connection timed out)",
+                self.request.ctx,
+                "reading client request body",
+            )
+            self.request.rv.status = 408
+            self._finalize(self.request)
+            self.transport.close()
+
+    # -- reading ------------------------------------------------------------------------------
+
+    def data_received(self, data: bytes) -> None:
+        state = self.state
+        if state == HEAD:
+            if not self.buf and self.default_server is not None:
+                # First byte of a request: the keep-alive wait becomes the header timeout.
+                self._arm(self.default_server.client_header_timeout, self._header_timed_out)
+            self.buf += data
+            self._parse_heads()
+        elif state == BODY:
+            self._feed_body(data)
+        elif state in (WAIT, RESPONSE):
+            self.buf += data
+            if len(self.buf) > WAIT_BUFFER_LIMIT and not self.paused_reading:
+                assert self.transport is not None
+                self.transport.pause_reading()
+                self.paused_reading = True
+
+    def _resume_reading(self) -> None:
+        if self.paused_reading and self.transport is not None:
+            self.paused_reading = False
+            self.transport.resume_reading()
+
+    def _parse_heads(self) -> None:
+        """Parse as many complete heads as ``buf`` holds (one at a time, in order)."""
+        assert self.transport is not None and self.conn is not None
+        while self.state == HEAD and self.buf:
+            end = find_head_end(self.buf)
+            server = self.default_server
+            assert server is not None
+            if end < 0:
+                n, size = server.large_client_header_buffers
+                first_line_end = self.buf.find(b"\r\n")
+                if (first_line_end < 0 and len(self.buf) > size) or first_line_end > size:
+                    self._reject(414, "client sent too long URI")
+                elif len(self.buf) > n * size:
+                    self._reject(494, "client sent too large request")
+                return
+            head_bytes = bytes(self.buf[:end])
+            del self.buf[:end]
+            self._disarm()
+            self.conn.requests += 1
+            try:
+                request = self._new_request(head_bytes)
+            except HTTPError as exc:
+                self._reject(exc.status, exc.message)
+                return
+            self.request = request
+            self._start_body(request)
+
+    def _new_request(self, head_bytes: bytes) -> Request:
+        assert self.conn is not None
+        head = parse_request_head(head_bytes)
+        router = self.worker.router
+        server = self.default_server
+        assert server is not None
+        target = parse_target(head.target)
+        if target is None:
+            raise HTTPError("client sent invalid request", 400)
+        uri, args, target_host = target
+        hosts = [v for n, v in head.headers if n.lower() == "host"]
+        if len(hosts) > 1:
+            raise HTTPError("client sent duplicate host header", 400)
+        raw_host = target_host if target_host is not None else (hosts[0] if hosts else None)
+        host: str | None = None
+        if raw_host is not None:
+            host = normalize_host(raw_host)
+            if host is None:
+                raise HTTPError("client sent invalid host header", 400)
+        elif head.version == "1.1":
+            raise HTTPError('client sent HTTP/1.1 request without "Host" header', 400)
+        server = router.select_server(self.conn.server_addr, self.conn.server_port, host)
+        kept = [
+            (n, v) for n, v in head.headers if valid_header_name(n, server.underscores_in_headers)
+        ]
+        if len(kept) != len(head.headers):
+            head.headers = kept
+        found = find_location(server.locations, uri)
+        rv = RequestVars(
+            head,
+            self.conn,
+            server,
+            self.worker.http.maps,
+            host=host if host is not None else server.server_name[0],
+            uri=uri,
+            args=args,
+            start=time.time(),
+        )
+        rv.location = found.location
+        rv.captures = found.captures
+        ctx = ErrorContext(
+            conn=self.conn.number,
+            client=self.conn.remote_addr,
+            server=server.server_name[0],
+            request=head.request_line,
+            host=raw_host,
+        )
+        upgrade = any(n.lower() == "upgrade" for n, _ in head.headers)
+        return Request(head, server, found, rv, ctx, upgrade, keep_alive=head.keep_alive)
+
+    # -- request body ------------------------------------------------------------------------
+
+    def _start_body(self, request: Request) -> None:
+        head = request.head
+        loc = request.found.location or request.server.defaults
+        limit = loc.client_max_body_size
+        if head.content_length is not None and limit and head.content_length > limit:
+            self.worker.error_log.log(
+                "error",
+                f"client intended to send too large body: {head.content_length} bytes",
+                request.ctx,
+            )
+            self._respond_error(request, 413)
+            return
+        if head.content_length or head.chunked:
+            if (head.header("expect") or "").lower() == "100-continue" and head.version == "1.1":
+                assert self.transport is not None
+                self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            self.state = BODY
+            self.body_parts = []
+            self.body_size = 0
+            self.body_remaining = head.content_length or 0
+            self.decoder = ChunkedDecoder() if head.chunked else None
+            self._arm(loc.client_body_timeout, self._body_timed_out)
+            pending = bytes(self.buf)
+            self.buf.clear()
+            if pending:
+                self._feed_body(pending)
+            return
+        if head.content_length == 0:
+            request.body = b""
+        self._dispatch(request)
+
+    def _feed_body(self, data: bytes) -> None:
+        request = self.request
+        assert request is not None
+        loc = request.found.location or request.server.defaults
+        if self.decoder is not None:
+            try:
+                pieces = self.decoder.feed(data)
+            except ValueError:
+                self._reject(400, "client sent invalid chunked body")
+                return
+            self.body_parts.extend(pieces)
+            self.body_size += sum(len(p) for p in pieces)
+            limit = loc.client_max_body_size
+            if limit and self.body_size > limit:
+                self.worker.error_log.log(
+                    "error",
+                    f"client intended to send too large chunked body: {self.body_size} bytes",
+                    request.ctx,
+                )
+                self._respond_error(request, 413, keep_alive=False)
+                return
+            if not self.decoder.done:
+                return
+            self.buf += self.decoder.leftover
+        else:
+            piece = data[: self.body_remaining]
+            self.body_parts.append(piece)
+            self.body_remaining -= len(piece)
+            self.body_size += len(piece)
+            if self.body_remaining > 0:
+                return
+            self.buf += data[len(piece) :]
+        self._disarm()
+        request.body = b"".join(self.body_parts)
+        request.rv.request_length = request.head.raw_length + self.body_size
+        self.body_parts = []
+        self._dispatch(request)
+
+    # -- handing the request to the coroutine -----------------------------------------------
+
+    def _dispatch(self, request: Request) -> None:
+        self.state = WAIT
+        self.task = self.loop.create_task(self.handle(request))
+
+    async def handle(self, request: Request) -> None:
+        """Answer one request: redirect, ``return``, 404, or proxy it to a peer."""
+        try:
+            found = request.found
+            loc = found.location
+            if found.match is Match.REDIRECT and loc is not None:
+                self._redirect(request, loc)
+            elif loc is not None and loc.return_ is not None:
+                self._return(request, loc)
+            elif loc is None or loc.proxy_pass is None:
+                self._respond_error(request, 404)
+            else:
+                await self._proxy(request, loc)
+        except asyncio.CancelledError:
+            # The client went away while the request was with a peer (nginx: 499).
+            self._client_aborted(request)
+        except Exception as exc:  # a bug must cost one request, not the worker
+            self.worker.error_log.log("alert", f"unexpected error: {exc!r}", request.ctx)
+            if self.state in (WAIT,):
+                self._respond_error(request, 500, keep_alive=False)
+            elif self.transport is not None:
+                self.transport.close()
+
+    def _client_aborted(self, request: Request) -> None:
+        self.worker.error_log.log(
+            "info",
+            "client prematurely closed connection, so upstream connection is closed too",
+            request.ctx,
+            "sending request to upstream",
+        )
+        if self.upstream is not None and self.upstream.transport is not None:
+            self.upstream.transport.abort()
+        if request.rv.status == 0:
+            request.rv.status = 499
+        self._finalize(request)
+        if self.transport is not None:
+            self.transport.close()
+
+    # -- simple responses ----------------------------------------------------------------------
+
+    def _server_token(self, loc: LocationConf) -> str:
+        return self.worker.server_token if loc.server_tokens else "wsgate"
+
+    def _simple_response(
+        self,
+        request: Request,
+        status: int,
+        body: bytes,
+        *,
+        content_type: str = "text/html",
+        extra: list[tuple[str, str]] | None = None,
+        keep_alive: bool = True,
+    ) -> None:
+        loc = request.found.location or request.server.defaults
+        keep = keep_alive and request.keep_alive and not self.worker.closing
+        headers = [("Content-Type", content_type)] if body or status >= 300 else []
+        headers.extend(extra or [])
+        head = build_response_head(
+            status=status,
+            reason=None,
+            headers=headers,
+            server=self._server_token(loc),
+            content_length=len(body),
+            chunked=False,
+            connection="keep-alive" if keep else "close",
+            keepalive_header=loc.keepalive_header if keep else None,
+        )
+        if request.head.method == "HEAD":
+            body = b""
+        assert self.transport is not None
+        self.transport.write(head + body)
+        request.rv.status = status
+        request.rv.bytes_sent = len(head) + len(body)
+        request.rv.body_bytes_sent = len(body)
+        request.keep_alive = keep
+        self._finish_request(request)
+
+    def _respond_error(self, request: Request, status: int, keep_alive: bool = True) -> None:
+        # ngx_http_special_response_handler: these statuses never keep the connection.
+        if status in (400, 413, 414, 494, 500, 501):
+            keep_alive = False
+        loc = request.found.location or request.server.defaults
+        body = error_page(status, self._server_token(loc))
+        self._simple_response(
+            request, 400 if status == 494 else status, body, keep_alive=keep_alive
+        )
+
+    def _redirect(self, request: Request, loc: LocationConf) -> None:
+        # §4.3: 301 to the location name, absolute (absolute_redirect, port_in_redirect).
+        conn = self.conn
+        assert conn is not None
+        host = request.rv.host
+        port = "" if conn.server_port == 80 else f":{conn.server_port}"
+        target = escape_uri(loc.name) + (f"?{request.rv.args}" if request.rv.args else "")
+        location = f"{conn.scheme}://{host}{port}{target}"
+        body = error_page(301, self._server_token(loc))
+        self._simple_response(request, 301, body, extra=[("Location", location)])
+
+    def _return(self, request: Request, loc: LocationConf) -> None:
+        assert loc.return_ is not None
+        code, text = loc.return_
+        value = request.rv.evaluate(text) if text is not None else None
+        if code in (301, 302, 303, 307, 308) and value is not None:
+            body = error_page(code, self._server_token(loc))
+            self._simple_response(request, code, body, extra=[("Location", value)])
+        elif value is not None:
+            self._simple_response(
+                request,
+                code,
+                value.encode("utf-8", "surrogateescape"),
+                content_type="application/octet-stream",
+            )
+        elif code >= 400 or code in (301, 302, 303, 307, 308):
+            self._respond_error(request, code)
+        else:
+            self._simple_response(request, code, b"")
+
+    def _reject(self, status: int, message: str) -> None:
+        """Answer a request nginx refuses while reading it, then close (400, 414, ...)."""
+        assert self.conn is not None and self.transport is not None
+        server = self.default_server
+        assert server is not None
+        ctx = ErrorContext(
+            conn=self.conn.number, client=self.conn.remote_addr, server=server.server_name[0]
+        )
+        self.worker.error_log.log("info", message, ctx, "reading client request headers")
+        token = self._server_token(server.defaults)
+        body = error_page(status, token)
+        sent_status = 400 if status == 494 else status
+        head = build_response_head(
+            status=sent_status,
+            reason=REASONS.get(sent_status),
+            headers=[("Content-Type", "text/html")],
+            server=token,
+            content_length=len(body),
+            chunked=False,
+            connection="close",
+        )
+        self.transport.write(head + body)
+        self.state = CLOSED
+        self.transport.close()
+
+    def _log_client(self, level: str, message: str, action: str) -> None:
+        assert self.conn is not None and self.default_server is not None
+        ctx = ErrorContext(
+            conn=self.conn.number,
+            client=self.conn.remote_addr,
+            server=self.default_server.server_name[0],
+        )
+        self.worker.error_log.log(level, message, ctx, action)
+
+    # -- proxying ---------------------------------------------------------------------------
+
+    def _upstream_uri(self, request: Request, loc: LocationConf) -> str:
+        pp = loc.proxy_pass
+        assert pp is not None
+        rv = request.rv
+        if pp.uri is None:
+            target = request.head.target
+            if not target.startswith("/"):  # absolute-form: keep path and query only
+                rest = target.split("//", 1)[-1]
+                cut = min(
+                    (i for i in (rest.find("/"), rest.find("?")) if i >= 0), default=len(rest)
+                )
+                target = rest[cut:] or "/"
+                if target.startswith("?"):
+                    target = "/" + target
+            return target
+        # §4.4: replace the location prefix of the normalized $uri by the URI part.
+        tail = rv.uri[len(loc.name) :] if loc.modifier in ("", "^~", "=") else rv.uri
+        path = pp.uri + tail
+        if "%" in request.head.target.split("?", 1)[0]:
+            path = escape_uri(path)
+        return path + (f"?{rv.args}" if rv.args else "")
+
+    async def _proxy(self, request: Request, loc: LocationConf) -> None:
+        pp = loc.proxy_pass
+        assert pp is not None and self.transport is not None
+        worker = self.worker
+        rv = request.rv
+        head = request.head
+        rv.proxy_host = pp.proxy_host
+        balancer = worker.balancers[pp.upstream]
+        uri = self._upstream_uri(request, loc)
+        set_headers = [(n, rv.evaluate(cv)) for n, cv in loc.proxy_set_header]
+        body = request.body
+        req_bytes = build_request_head(
+            method=head.method,
+            uri=uri,
+            http_version=loc.proxy_http_version,
+            set_headers=set_headers,
+            client_headers=head.headers,
+            proxy_host=pp.proxy_host,
+            body_length=len(body) if body is not None else None,
+            pass_request_headers=loc.proxy_pass_request_headers,
+        )
+        if body:
+            req_bytes += body
+        pick = balancer.pick(
+            RequestInfo(remote_addr=rv.conn.remote_addr), loc.proxy_next_upstream_tries
+        )
+        request.started = self.loop.time()
+        status = 502
+        while True:
+            peer = pick.get(self.loop.time())
+            if peer is None:
+                rv.upstream_addr.append(balancer_name(worker, pp.upstream))
+                rv.upstream_status.append("502")
+                rv.upstream_response_time.append(0.0)
+                request.ctx.upstream = f"{pp.scheme}://{balancer_name(worker, pp.upstream)}{uri}"
+                worker.error_log.log(
+                    "error", "no live upstreams", request.ctx, "connecting to upstream"
+                )
+                self._respond_error(request, 502)
+                return
+            request.ctx.upstream = f"{pp.scheme}://{peer.conf.name}{uri}"
+            rv.upstream_addr.append(peer.conf.name)
+            outcome = await self._attempt(request, loc, peer, pick, req_bytes)
+            if outcome is None:
+                return  # answered (response relayed or tunnel opened)
+            failure, status, sent = outcome
+            if not self._may_retry(request, loc, pick, failure, sent, request.started):
+                break
+        self._respond_error(request, status)
+
+    def _may_retry(
+        self,
+        request: Request,
+        loc: LocationConf,
+        pick: Pick,
+        failure: NextUpstream,
+        sent: bool,
+        started: float,
+    ) -> bool:
+        # ngx_http_upstream_next: conditions for trying the next peer.
+        flags = loc.proxy_next_upstream
+        if pick.tries == 0 or flags & NextUpstream.OFF or not flags & failure:
+            return False
+        if (
+            sent
+            and request.head.method in _NON_IDEMPOTENT
+            and not (flags & NextUpstream.NON_IDEMPOTENT)
+        ):
+            return False
+        timeout = loc.proxy_next_upstream_timeout
+        return not (timeout and self.loop.time() - started >= timeout)
+
+    async def _attempt(
+        self, request: Request, loc: LocationConf, peer: PeerState, pick: Pick, req_bytes: bytes
+    ) -> tuple[NextUpstream, int, bool] | None:
+        """Try one peer. ``None``: the request is answered. Otherwise (failure, status,
+        request_sent) for the retry decision."""
+        t0 = self.loop.time()
+        proto: UpstreamProtocol | None = None
+        sent = False
+        action = "connecting to upstream"
+        try:
+            try:
+                async with asyncio.timeout(loc.proxy_connect_timeout or None):
+                    _, proto = await self.loop.create_connection(
+                        lambda: UpstreamProtocol(self.loop, loc.proxy_buffer_size),
+                        peer.conf.host,
+                        peer.conf.port,
+                    )
+            except TimeoutError:
+                return self._failed(
+                    request,
+                    peer,
+                    pick,
+                    t0,
+                    NextUpstream.TIMEOUT,
+                    504,
+                    "upstream timed out (110: Connection timed out)",
+                    action,
+                    sent,
+                )
+            except OSError as exc:
+                return self._failed(
+                    request,
+                    peer,
+                    pick,
+                    t0,
+                    NextUpstream.ERROR,
+                    502,
+                    f"connect() failed ({exc.errno}: {exc.strerror})",
+                    action,
+                    sent,
+                )
+            assert proto.transport is not None
+            _nodelay(proto.transport)
+            self.upstream = proto
+            proto.transport.write(req_bytes)
+            sent = True
+            action = "reading response header from upstream"
+            try:
+                async with asyncio.timeout(loc.proxy_read_timeout or None):
+                    resp, rest = await proto.head
+            except TimeoutError:
+                return self._failed(
+                    request,
+                    peer,
+                    pick,
+                    t0,
+                    NextUpstream.TIMEOUT,
+                    504,
+                    "upstream timed out (110: Connection timed out)",
+                    action,
+                    sent,
+                    proto,
+                )
+            except UpstreamClosed:
+                return self._failed(
+                    request,
+                    peer,
+                    pick,
+                    t0,
+                    NextUpstream.ERROR,
+                    502,
+                    "upstream prematurely closed connection",
+                    action,
+                    sent,
+                    proto,
+                )
+            except HTTPError as exc:
+                return self._failed(
+                    request,
+                    peer,
+                    pick,
+                    t0,
+                    NextUpstream.INVALID_HEADER,
+                    502,
+                    exc.message,
+                    action,
+                    sent,
+                    proto,
+                )
+            except OSError as exc:
+                return self._failed(
+                    request,
+                    peer,
+                    pick,
+                    t0,
+                    NextUpstream.ERROR,
+                    502,
+                    f"recv() failed ({exc.errno}: {exc.strerror})",
+                    action,
+                    sent,
+                    proto,
+                )
+            status_flag = _STATUS_FLAGS.get(resp.status)
+            # An upstream 5xx/403/404/429 moves on only if listed and another try remains.
+            if (
+                status_flag is not None
+                and pick.tries > 1
+                and self._may_retry(request, loc, pick, status_flag, True, request.started)
+            ):
+                outcome = Outcome.NEXT if resp.status in (403, 404) else Outcome.FAILED
+                self._release(request, peer, pick, t0, str(resp.status), outcome)
+                assert proto.transport is not None
+                proto.transport.close()
+                return status_flag, resp.status, True
+            if resp.status == 101 and request.upgrade:
+                self._open_tunnel(
+                    request, loc, peer, pick, proto, resp.reason, resp.headers, rest, t0
+                )
+                proto = None  # the tunnel owns the transport now
+                return None
+            await self._relay(request, loc, peer, pick, proto, resp, rest, t0)
+            return None
+        finally:
+            if proto is not None and proto.transport is not None:
+                proto.transport.close()
+            if proto is self.upstream and self.state != TUNNEL:
+                self.upstream = None
+
+    def _failed(
+        self,
+        request: Request,
+        peer: PeerState,
+        pick: Pick,
+        t0: float,
+        failure: NextUpstream,
+        status: int,
+        message: str,
+        action: str,
+        sent: bool,
+        proto: UpstreamProtocol | None = None,
+    ) -> tuple[NextUpstream, int, bool]:
+        if proto is not None and proto.transport is not None:
+            proto.transport.abort()
+        log = self.worker.error_log
+        disabled = self._release(request, peer, pick, t0, str(status), Outcome.FAILED)
+        if failure is NextUpstream.TIMEOUT:
+            if disabled:
+                log.log("warn", "upstream server temporarily disabled", request.ctx, action)
+            log.log("error", message, request.ctx, action)
+        else:
+            log.log("error", message, request.ctx, action)
+            if disabled:
+                log.log("warn", "upstream server temporarily disabled", request.ctx, action)
+        return failure, status, sent
+
+    def _release(
+        self,
+        request: Request,
+        peer: PeerState,
+        pick: Pick,
+        t0: float,
+        status: str,
+        outcome: Outcome,
+    ) -> bool:
+        rv = request.rv
+        rv.upstream_status.append(status)
+        rv.upstream_response_time.append(self.loop.time() - t0)
+        return pick.free(peer, outcome, self.loop.time())
+
+    # -- relaying a response -----------------------------------------------------------------
+
+    async def _relay(
+        self,
+        request: Request,
+        loc: LocationConf,
+        peer: PeerState,
+        pick: Pick,
+        proto: UpstreamProtocol,
+        resp: ResponseHead,
+        rest: bytes,
+        t0: float,
+    ) -> None:
+        assert self.transport is not None
+        head = request.head
+        rv = request.rv
+        status = resp.status
+        if head.method == "HEAD" or status in (204, 304) or 100 <= status < 200:
+            mode = BodyMode.NONE
+        elif resp.chunked:
+            mode = BodyMode.CHUNKED
+        elif resp.content_length is not None:
+            mode = BodyMode.LENGTH
+        else:
+            mode = BodyMode.EOF
+        rechunk = mode in (BodyMode.CHUNKED, BodyMode.EOF) and head.version == "1.1"
+        framed = mode in (BodyMode.NONE, BodyMode.LENGTH) or rechunk
+        keep = request.keep_alive and framed and not self.worker.closing
+        if status == 101:  # a 101 without a client Upgrade: relayed, then closed
+            keep = False
+        length = resp.content_length if mode in (BodyMode.LENGTH, BodyMode.NONE) else None
+        if status in (204, 304) or 100 <= status < 200:
+            length = None
+        head_bytes = build_response_head(
+            status=status,
+            reason=resp.reason,
+            headers=resp.headers,
+            server=self._server_token(loc),
+            content_length=length,
+            chunked=rechunk,
+            connection="keep-alive" if keep else "close",
+            keepalive_header=loc.keepalive_header if keep else None,
+        )
+        self.transport.write(head_bytes)
+        rv.status = status
+        request.keep_alive = keep
+        self.state = RESPONSE
+        proto.buf[:0] = rest
+        proto.relay_body(self.transport, mode, resp.content_length, rechunk)
+        if self.client_paused:
+            proto.pause()
+        ok = await self._wait_body(request, loc, proto)
+        rv.bytes_sent = len(head_bytes) + proto.body_bytes
+        rv.body_bytes_sent = proto.body_bytes
+        self._release(request, peer, pick, t0, str(status), Outcome.SUCCESS)
+        if not ok:
+            request.keep_alive = False
+        self._finish_request(request)
+
+    async def _wait_body(
+        self, request: Request, loc: LocationConf, proto: UpstreamProtocol
+    ) -> bool:
+        """Wait for the body relay; ``proxy_read_timeout`` between reads (not while the
+        client holds the peer paused). False if the body was cut short."""
+        timeout = loc.proxy_read_timeout
+        done = proto.done
+        while not done.done():
+            if timeout <= 0 or self.client_paused:
+                await asyncio.wait([done])
+                continue
+            remaining = proto.last_read + timeout - self.loop.time()
+            if remaining <= 0:
+                self.worker.error_log.log(
+                    "error",
+                    "upstream timed out (110: Connection timed out)",
+                    request.ctx,
+                    "reading upstream",
+                )
+                return False
+            await asyncio.wait([done], timeout=remaining)
+        exc = done.exception()
+        if exc is not None:
+            message = (
+                "upstream prematurely closed connection"
+                if isinstance(exc, UpstreamClosed)
+                else str(exc)
+            )
+            self.worker.error_log.log("error", message, request.ctx, "reading upstream")
+            return False
+        return True
+
+    # flow control for responses: the client's transport calls these
+    def pause_writing(self) -> None:
+        self.client_paused = True
+        if self.upstream is not None:
+            self.upstream.pause()
+        request = self.request
+        if request is not None and self.send_timer is None:
+            loc = request.found.location or request.server.defaults
+            if loc.send_timeout > 0:
+                self.send_timer = self.loop.call_later(loc.send_timeout, self._send_timed_out)
+
+    def resume_writing(self) -> None:
+        self.client_paused = False
+        if self.send_timer is not None:
+            self.send_timer.cancel()
+            self.send_timer = None
+        if self.upstream is not None:
+            self.upstream.last_read = self.loop.time()
+            self.upstream.resume()
+
+    def _send_timed_out(self) -> None:
+        self.send_timer = None
+        if self.request is not None:
+            self.worker.error_log.log(
+                "info",
+                "client timed out (110: Connection timed out)",
+                self.request.ctx,
+                "sending to client",
+            )
+        if self.transport is not None:
+            self.transport.abort()
+
+    # -- the tunnel ----------------------------------------------------------------------------
+
+    def _open_tunnel(
+        self,
+        request: Request,
+        loc: LocationConf,
+        peer: PeerState,
+        pick: Pick,
+        proto: UpstreamProtocol,
+        reason: str,
+        headers: list[tuple[str, str]],
+        rest: bytes,
+        t0: float,
+    ) -> None:
+        assert self.transport is not None and proto.transport is not None
+        head_bytes = build_response_head(
+            status=101,
+            reason=reason,
+            headers=headers,
+            server=self._server_token(loc),
+            content_length=None,
+            chunked=False,
+            connection="upgrade",
+        )
+        self.transport.write(head_bytes)
+        request.rv.status = 101
+        self.state = TUNNEL
+        self.upstream = None
+        client_early = bytes(self.buf)
+        self.buf.clear()
+        self.paused_reading = False
+        upstream_early = rest + bytes(proto.buf)
+        proto.buf.clear()
+        worker = self.worker
+        header_size = len(head_bytes)
+
+        def closed(
+            tunnel: Tunnel, why: str, exc: BaseException | None, timed_out: str | None
+        ) -> None:
+            worker.tunnels.discard(tunnel)
+            rv = request.rv
+            if timed_out is not None:
+                who = "upstream" if timed_out == "upstream" else "client"
+                worker.error_log.log(
+                    "info",
+                    f"{who} timed out (110: Connection timed out)",
+                    request.ctx,
+                    "proxying upgraded connection",
+                )
+            elif isinstance(exc, OSError):
+                worker.error_log.log(
+                    "info",
+                    f"recv() failed ({exc.errno}: {exc.strerror})",
+                    request.ctx,
+                    "proxying upgraded connection",
+                )
+            rv.body_bytes_sent = tunnel.upstream.nbytes
+            rv.bytes_sent = header_size + tunnel.upstream.nbytes
+            rv.request_length = request.head.raw_length + tunnel.client.nbytes
+            rv.upstream_status.append("101")
+            rv.upstream_response_time.append(self.loop.time() - t0)
+            pick.free(peer, Outcome.SUCCESS, self.loop.time())
+            peer.tunnels -= 1
+            self._finalize(request)
+            self.state = CLOSED
+            worker.forget(self)
+
+        tunnel = Tunnel(
+            self.loop,
+            self.transport,
+            proto.transport,
+            read_timeout=loc.proxy_read_timeout,
+            send_timeout=loc.send_timeout,
+            proxy_send_timeout=loc.proxy_send_timeout,
+            on_close=closed,
+        )
+        peer.tunnels += 1
+        worker.tunnels.add(tunnel)
+        tunnel.start(client_early, upstream_early)
+
+    # -- end of a request ----------------------------------------------------------------------
+
+    def _finalize(self, request: Request) -> None:
+        """Write the access-log line (once per request)."""
+        rv = request.rv
+        if rv.end_time:
+            return
+        rv.end_time = time.time()
+        loc = request.found.location or request.server.defaults
+        self.worker.access_logs.write(loc.access_log, rv)
+
+    def _finish_request(self, request: Request) -> None:
+        """The response is written: log, then keep-alive or close."""
+        self._finalize(request)
+        self.request = None
+        self.task = None
+        if self.state == CLOSED or self.transport is None:
+            return
+        loc = request.found.location or request.server.defaults
+        assert self.conn is not None
+        keep = (
+            request.keep_alive
+            and not self.worker.closing
+            and loc.keepalive_timeout > 0
+            and self.conn.requests < loc.keepalive_requests
+        )
+        if not keep:
+            self.state = CLOSED
+            self.transport.close()
+            return
+        self.state = HEAD
+        self._resume_reading()
+        if self.buf:
+            self._arm(request.server.client_header_timeout, self._header_timed_out)
+            self._parse_heads()
+        else:
+            self._arm(loc.keepalive_timeout, self._keepalive_timed_out)
+
+
+_STATUS_FLAGS = {
+    500: NextUpstream.HTTP_500,
+    502: NextUpstream.HTTP_502,
+    503: NextUpstream.HTTP_503,
+    504: NextUpstream.HTTP_504,
+    403: NextUpstream.HTTP_403,
+    404: NextUpstream.HTTP_404,
+    429: NextUpstream.HTTP_429,
+}
+
+
+def balancer_name(worker: Worker, key: str) -> str:
+    """The upstream group's name as written (for "no live upstreams" and $upstream_addr)."""
+    return worker.http.upstreams[key].name

@@ -1,0 +1,168 @@
+"""The upgraded connection: a byte relay between client and peer (nginx-semantics.md §2).
+
+Theory of operation (``ngx_http_upstream_upgrade`` / ``ngx_http_upstream_process_upgraded``):
+
+* Both transports get a :class:`TunnelSide` protocol (``transport.set_protocol``). Bytes
+  received on one side are written to the other at once; nothing is parsed or copied.
+* Back-pressure: when a side's write buffer passes its high-water mark asyncio calls that
+  side's ``pause_writing``, which pauses reading on the other transport; ``resume_writing``
+  resumes it. So a slow reader holds at most one write buffer plus one read per direction.
+* ``proxy_read_timeout`` is an idle timeout in both directions (nginx re-arms its upstream
+  read timer on every pass of the relay, §2.2): each receive stamps ``Tunnel.last``; one
+  timer per tunnel wakes at ``last + timeout`` and either closes or re-arms. No per-chunk
+  timer. ``send_timeout`` / ``proxy_send_timeout`` run only while a side's writes are
+  blocked (between ``pause_writing`` and ``resume_writing``).
+* Any EOF or error closes both sides (no half-close, §2.3); pending bytes are flushed by
+  ``transport.close()``. :meth:`Tunnel.close` runs once and calls ``on_close``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+__all__ = ["Tunnel", "TunnelSide"]
+
+
+class TunnelSide(asyncio.Protocol):
+    """The protocol of one transport of a tunnel (``client`` or ``upstream``)."""
+
+    __slots__ = ("clock", "name", "nbytes", "peer", "send_timer", "transport", "tunnel")
+
+    def __init__(
+        self, tunnel: Tunnel, name: str, transport: asyncio.Transport, peer: asyncio.Transport
+    ) -> None:
+        self.tunnel = tunnel
+        self.name = name
+        self.transport = transport
+        self.peer = peer
+        self.nbytes = 0  # bytes received on this side (and written to the peer)
+        self.clock = tunnel.loop.time
+        self.send_timer: asyncio.TimerHandle | None = None
+
+    # The per-chunk path: write to the other side, count, stamp. Nothing else.
+    def data_received(self, data: bytes) -> None:
+        self.peer.write(data)
+        self.nbytes += len(data)
+        self.tunnel.last = self.clock()
+
+    def eof_received(self) -> bool:
+        self.tunnel.close(f"{self.name} closed connection")
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        reason = f"{self.name} closed connection" if exc is None else f"{self.name}: {exc}"
+        self.tunnel.close(reason, exc)
+
+    def pause_writing(self) -> None:
+        # Our transport cannot take more: stop reading the side that feeds it.
+        self.peer.pause_reading()
+        timeout = self.tunnel.send_timeouts[self.name]
+        if timeout > 0 and self.send_timer is None:
+            self.send_timer = self.tunnel.loop.call_later(timeout, self._send_timed_out)
+
+    def resume_writing(self) -> None:
+        if self.send_timer is not None:
+            self.send_timer.cancel()
+            self.send_timer = None
+        if not self.tunnel.closed:
+            self.peer.resume_reading()
+
+    def _send_timed_out(self) -> None:
+        self.send_timer = None
+        self.tunnel.close(f"{self.name} timed out", TimeoutError(), timed_out=self.name)
+
+
+class Tunnel:
+    """Owns the two sides of one upgraded connection and closes them together."""
+
+    __slots__ = (
+        "client",
+        "closed",
+        "last",
+        "loop",
+        "on_close",
+        "read_timeout",
+        "send_timeouts",
+        "started",
+        "timer",
+        "upstream",
+    )
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        client: asyncio.Transport,
+        upstream: asyncio.Transport,
+        *,
+        read_timeout: float,
+        send_timeout: float,
+        proxy_send_timeout: float,
+        on_close: Callable[[Tunnel, str, BaseException | None, str | None], None],
+    ) -> None:
+        self.loop = loop
+        self.read_timeout = read_timeout
+        self.send_timeouts = {"client": send_timeout, "upstream": proxy_send_timeout}
+        self.on_close = on_close
+        self.closed = False
+        self.started = loop.time()
+        self.last = self.started
+        self.client = TunnelSide(self, "client", client, upstream)
+        self.upstream = TunnelSide(self, "upstream", upstream, client)
+        self.timer: asyncio.TimerHandle | None = None
+
+    def start(self, client_early: bytes, upstream_early: bytes) -> None:
+        """Switch both transports to the tunnel and forward the bytes that came early.
+
+        ``client_early``: bytes the client sent after its request head; ``upstream_early``:
+        bytes the peer sent after its 101 head (nginx sends both on first, §2.1).
+        """
+        c, u = self.client.transport, self.upstream.transport
+        c.set_protocol(self.client)
+        u.set_protocol(self.upstream)
+        if upstream_early:
+            c.write(upstream_early)
+            self.upstream.nbytes += len(upstream_early)
+        if client_early:
+            u.write(client_early)
+            self.client.nbytes += len(client_early)
+        if c.is_closing() or u.is_closing():
+            self.close("connection closed before the tunnel started")
+            return
+        c.resume_reading()
+        u.resume_reading()
+        if self.read_timeout > 0:
+            self.timer = self.loop.call_at(self.last + self.read_timeout, self._check_idle)
+
+    def _check_idle(self) -> None:
+        if self.closed:
+            return
+        deadline = self.last + self.read_timeout
+        if self.loop.time() >= deadline - 0.001:
+            self.timer = None
+            self.close("upstream timed out", TimeoutError(), timed_out="upstream")
+        else:
+            self.timer = self.loop.call_at(deadline, self._check_idle)
+
+    def close(
+        self, reason: str, exc: BaseException | None = None, timed_out: str | None = None
+    ) -> None:
+        """End the tunnel: close both transports (flushing), cancel timers, report once."""
+        if self.closed:
+            return
+        self.closed = True
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        for side in (self.client, self.upstream):
+            if side.send_timer is not None:
+                side.send_timer.cancel()
+                side.send_timer = None
+            side.transport.close()
+        self.on_close(self, reason, exc, timed_out)
+
+    def abort(self) -> None:
+        """Fast stop: drop both connections without flushing (TERM/INT)."""
+        for side in (self.client, self.upstream):
+            side.transport.abort()
+        self.close("aborted")

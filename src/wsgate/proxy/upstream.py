@@ -1,0 +1,193 @@
+"""The peer side of a proxied request: connect, send, read the head, relay the body.
+
+:class:`UpstreamProtocol` is created by ``loop.create_connection`` for one attempt. The
+request coroutine (``proxy.downstream``) awaits :attr:`head` (the parsed response head
+and the bytes that followed it), then either hands the transport to the tunnel or calls
+:meth:`UpstreamProtocol.relay_body`, after which body bytes flow from ``data_received``
+straight to the client transport, with back-pressure, until :attr:`done` resolves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import cast
+
+from wsgate.errors import HTTPError
+from wsgate.http.parser import ChunkedDecoder, ResponseHead, find_head_end, parse_response_head
+
+__all__ = ["BodyMode", "UpstreamClosed", "UpstreamProtocol"]
+
+
+class UpstreamClosed(Exception):
+    """The peer closed the connection before the response head was complete."""
+
+
+class BodyMode:
+    """How the response body is framed from the peer and re-framed for the client."""
+
+    NONE = 0  # no body (HEAD, 1xx, 204, 304)
+    LENGTH = 1  # Content-Length from the peer
+    CHUNKED = 2  # chunked from the peer
+    EOF = 3  # until the peer closes
+
+
+class UpstreamProtocol(asyncio.Protocol):
+    """One connection to a peer, for one request."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, max_head: int) -> None:
+        self.loop = loop
+        self.max_head = max_head
+        self.transport: asyncio.Transport | None = None
+        self.buf = bytearray()
+        self.head: asyncio.Future[tuple[ResponseHead, bytes]] = loop.create_future()
+        self.done: asyncio.Future[None] = loop.create_future()
+        self.client: asyncio.Transport | None = None
+        self.mode = BodyMode.NONE
+        self.remaining = 0
+        self.decoder: ChunkedDecoder | None = None
+        self.rechunk = False
+        self.body_bytes = 0  # body bytes written to the client (after framing)
+        self.last_read = loop.time()
+        self.eof = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports implement asyncio.Transport without subclassing it.
+        self.transport = cast(asyncio.Transport, transport)
+
+    # -- reading the head ----------------------------------------------------------------
+
+    def data_received(self, data: bytes) -> None:
+        self.last_read = self.loop.time()
+        if self.client is not None:
+            self._relay(data)
+            return
+        if self.head.done():
+            self.buf += data  # after the head, before relay_body: keep for the caller
+            return
+        start = max(0, len(self.buf) - 3)
+        self.buf += data
+        end = find_head_end(self.buf, start)
+        if end < 0:
+            if len(self.buf) > self.max_head:
+                self.head.set_exception(HTTPError("upstream sent too big header", 502))
+            return
+        head_bytes = bytes(self.buf[:end])
+        rest = bytes(self.buf[end:])
+        self.buf.clear()
+        try:
+            head = parse_response_head(head_bytes)
+        except HTTPError as exc:
+            self.head.set_exception(exc)
+            return
+        if 100 <= head.status < 200 and head.status != 101:
+            # An interim response (100 Continue): nginx skips it and reads on.
+            self.buf += rest
+            self.data_received(b"")
+            return
+        self.head.set_result((head, rest))
+
+    def eof_received(self) -> bool:
+        self.eof = True
+        if not self.head.done():
+            self.head.set_exception(UpstreamClosed())
+        elif self.client is not None:
+            self._finish_eof()
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.head.done():
+            self.head.set_exception(UpstreamClosed() if exc is None else exc)
+        elif self.client is not None and not self.done.done():
+            self._finish_eof()
+
+    # -- relaying the body ---------------------------------------------------------------
+
+    def relay_body(
+        self, client: asyncio.Transport, mode: int, length: int | None, rechunk: bool
+    ) -> None:
+        """Start relaying the body to ``client``; the caller then awaits :attr:`done`.
+
+        Args:
+            mode: a :class:`BodyMode` value.
+            length: the peer's Content-Length when ``mode`` is LENGTH.
+            rechunk: encode the body as chunks for an HTTP/1.1 client (unknown length).
+        """
+        self.client = client
+        self.mode = mode
+        self.rechunk = rechunk
+        if mode == BodyMode.NONE:
+            self.done.set_result(None)
+            return
+        if mode == BodyMode.LENGTH:
+            self.remaining = length or 0
+            if self.remaining == 0:
+                self.done.set_result(None)
+                return
+        if mode == BodyMode.CHUNKED:
+            self.decoder = ChunkedDecoder()
+        pending = bytes(self.buf)
+        self.buf.clear()
+        if pending:
+            self._relay(pending)
+        if self.eof and not self.done.done():
+            self._finish_eof()
+
+    def _write(self, data: bytes) -> None:
+        assert self.client is not None
+        if self.rechunk:
+            self.client.write(b"%x\r\n%b\r\n" % (len(data), data))
+        else:
+            self.client.write(data)
+        self.body_bytes += len(data)
+
+    def _relay(self, data: bytes) -> None:
+        if self.done.done() or not data:
+            return
+        if self.mode == BodyMode.LENGTH:
+            piece = data[: self.remaining]
+            self.remaining -= len(piece)
+            self._write(piece)
+            if self.remaining == 0:
+                self.done.set_result(None)
+        elif self.mode == BodyMode.CHUNKED:
+            assert self.decoder is not None
+            try:
+                pieces = self.decoder.feed(data)
+            except ValueError as exc:
+                self.done.set_exception(
+                    HTTPError(f"upstream sent invalid chunked response: {exc}", 502)
+                )
+                return
+            for piece in pieces:
+                if piece:
+                    self._write(piece)
+            if self.decoder.done:
+                self._end_chunks()
+                self.done.set_result(None)
+        else:
+            self._write(data)
+
+    def _end_chunks(self) -> None:
+        if self.rechunk and self.client is not None:
+            self.client.write(b"0\r\n\r\n")
+
+    def _finish_eof(self) -> None:
+        if self.done.done():
+            return
+        if self.mode == BodyMode.EOF:
+            self._end_chunks()
+            self.done.set_result(None)
+        else:
+            self.done.set_exception(UpstreamClosed())
+
+    # -- flow control: the client's transport drives these through the downstream ------
+
+    def pause(self) -> None:
+        """The client cannot take more: stop reading the peer."""
+        if self.transport is not None:
+            self.transport.pause_reading()
+
+    def resume(self) -> None:
+        """The client drained: read the peer again."""
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.resume_reading()

@@ -1,0 +1,139 @@
+"""One event loop's proxy: listeners, the shared per-worker state, graceful shutdown.
+
+A :class:`Worker` is built from a loaded :class:`MainConf`; :meth:`Worker.start` binds
+(or adopts) the listen sockets and serves until :meth:`Worker.stop`. Balancer state,
+connection counters and log files are per worker, as in nginx without ``zone``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import socket
+from typing import TYPE_CHECKING
+
+from wsgate import __version__
+from wsgate.balancer import for_upstream
+from wsgate.balancer.base import Balancer
+from wsgate.conf.model import ListenConf, MainConf
+from wsgate.log.access_log import AccessLogs
+from wsgate.log.error_log import ErrorLog
+from wsgate.routing import Router
+
+if TYPE_CHECKING:
+    from wsgate.proxy.downstream import Downstream
+    from wsgate.proxy.tunnel import Tunnel
+
+__all__ = ["Worker", "bind_listen_socket"]
+
+
+def bind_listen_socket(lc: ListenConf, backlog: int = 511) -> socket.socket:
+    """Create, bind and listen a socket for one ``listen`` address.
+
+    Raises:
+        OSError: nginx reports it as ``bind() to ADDR failed (98: Address already in use)``.
+    """
+    family = socket.AF_INET6 if lc.ipv6 else socket.AF_INET
+    host = lc.host
+    if host == "*":
+        host = "0.0.0.0"
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if lc.ipv6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind((host, lc.port))
+        sock.listen(backlog)
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+class Worker:
+    """The proxy for one configuration on one event loop."""
+
+    def __init__(self, conf: MainConf, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        if conf.http is None:
+            raise ValueError("configuration has no http block")
+        self.conf = conf
+        self.http = conf.http
+        self.loop = loop or asyncio.get_running_loop()
+        self.router = Router(conf.http)
+        self.balancers: dict[str, Balancer] = {
+            key: for_upstream(u) for key, u in conf.http.upstreams.items()
+        }
+        self.error_log = ErrorLog(conf.error_log, conf.prefix)
+        self.access_logs = AccessLogs(conf.prefix)
+        self.counter = itertools.count(1)
+        self.connections: set[Downstream] = set()
+        self.tunnels: set[Tunnel] = set()
+        self.servers: list[asyncio.Server] = []
+        self.server_token = f"wsgate/{__version__}"
+        self.closing = False
+        self._idle = asyncio.Event()
+
+    def open_access_logs(self) -> None:
+        """Open every configured access log now, so a bad path fails at start-up.
+
+        Raises:
+            OSError: a file cannot be opened.
+        """
+        for server in self.http.servers:
+            stack = [server.defaults, *server.locations]
+            while stack:
+                loc = stack.pop()
+                stack.extend(loc.locations)
+                for al in loc.access_log:
+                    self.access_logs.open(al.path)
+
+    async def start(self, sockets: list[socket.socket] | None = None) -> None:
+        """Start serving on ``sockets`` (bound by a supervisor) or bind them here."""
+        from wsgate.proxy.downstream import Downstream
+
+        if sockets is None:
+            sockets = [bind_listen_socket(lc) for lc in self.router.listen_addresses()]
+        for sock in sockets:
+            server = await self.loop.create_server(lambda: Downstream(self), sock=sock)
+            self.servers.append(server)
+
+    def bound_ports(self) -> list[int]:
+        """Ports actually bound (useful when a config says port 0 in tests)."""
+        ports = []
+        for server in self.servers:
+            for sock in server.sockets:
+                ports.append(sock.getsockname()[1])
+        return ports
+
+    def forget(self, conn: Downstream) -> None:
+        """A connection ended; wake :meth:`stop` when the last one is gone."""
+        self.connections.discard(conn)
+        if self.closing and not self.connections and not self.tunnels:
+            self._idle.set()
+
+    async def stop(self, graceful: bool = True, timeout: float | None = None) -> None:
+        """Stop accepting; close idle connections; wait for requests and tunnels to end.
+
+        With ``graceful`` false (TERM/INT), or when ``timeout`` passes, every remaining
+        connection is closed at once.
+        """
+        self.closing = True
+        for server in self.servers:
+            server.close()
+        for conn in list(self.connections):
+            conn.shutdown()
+        if graceful and (self.connections or self.tunnels):
+            try:
+                async with asyncio.timeout(timeout):
+                    await self._idle.wait()
+            except TimeoutError:
+                pass
+        for tunnel in list(self.tunnels):
+            tunnel.abort()
+        for conn in list(self.connections):
+            conn.abort()
+        for server in self.servers:
+            await server.wait_closed()
+        self.access_logs.close()
+        self.error_log.close()

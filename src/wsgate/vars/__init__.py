@@ -1,0 +1,1 @@
+"""Pure variable layer: ``$name`` templates compiled at load, evaluated per request."""

@@ -1,0 +1,344 @@
+"""Variables of one request: nginx's ``ngx_http_core_variables[]`` plus the proxy's and
+upstream's (nginx-semantics.md §5.1).
+
+The I/O layer creates a :class:`RequestVars` when a request head has been parsed and fills
+its fields as the request moves on (location, upstream attempts, status, byte counts);
+``evaluate`` turns a compiled :class:`ComplexValue` into text. Nothing here touches a
+socket: tests build a ``RequestVars`` from a table.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from wsgate import __version__
+from wsgate.http.parser import RequestHead
+from wsgate.vars.compile import Capture, ComplexValue, Var
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from wsgate.conf.model import LocationConf, MapConf, ServerConf
+
+__all__ = ["ConnInfo", "RequestVars", "escape_log_value"]
+
+
+@dataclass(slots=True)
+class ConnInfo:
+    """What the variables need from the client connection."""
+
+    remote_addr: str
+    remote_port: int
+    server_addr: str
+    server_port: int
+    scheme: str = "http"
+    number: int = 0  # $connection: serial number of the connection
+    requests: int = 0  # $connection_requests: requests made on it so far (this one included)
+
+
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
+def _tz(t: time.struct_time) -> tuple[str, str]:
+    off = t.tm_gmtoff or 0
+    sign = "+" if off >= 0 else "-"
+    off = abs(off)
+    return (
+        f"{sign}{off // 3600:02d}{off % 3600 // 60:02d}",
+        f"{sign}{off // 3600:02d}:{off % 3600 // 60:02d}",
+    )
+
+
+def time_local(now: float) -> str:
+    """``24/Nov/2026:13:44:21 +0000`` (``$time_local``)."""
+    t = time.localtime(now)
+    return (
+        f"{t.tm_mday:02d}/{_MONTHS[t.tm_mon - 1]}/{t.tm_year}:"
+        f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d} {_tz(t)[0]}"
+    )
+
+
+def time_iso8601(now: float) -> str:
+    """``2026-11-24T13:44:21+00:00`` (``$time_iso8601``)."""
+    t = time.localtime(now)
+    return (
+        f"{t.tm_year}-{t.tm_mon:02d}-{t.tm_mday:02d}T"
+        f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d}{_tz(t)[1]}"
+    )
+
+
+class RequestVars:
+    """Per-request variable state. Fields are set by the proxy; :meth:`get` reads them."""
+
+    __slots__ = (
+        "_cache",
+        "args",
+        "body_bytes_sent",
+        "bytes_sent",
+        "captures",
+        "conn",
+        "end_time",
+        "head",
+        "host",
+        "location",
+        "maps",
+        "proxy_host",
+        "request_length",
+        "server",
+        "start",
+        "status",
+        "upstream_addr",
+        "upstream_response_time",
+        "upstream_status",
+        "uri",
+    )
+
+    def __init__(
+        self,
+        head: RequestHead,
+        conn: ConnInfo,
+        server: ServerConf,
+        maps: dict[str, MapConf],
+        *,
+        host: str,
+        uri: str,
+        args: str,
+        start: float,
+    ) -> None:
+        self.head = head
+        self.conn = conn
+        self.server = server
+        self.maps = maps
+        self.host = host
+        self.uri = uri
+        self.args = args
+        self.start = start
+        self.end_time = 0.0
+        self.location: LocationConf | None = None
+        self.captures: tuple[str, ...] = ()
+        self.proxy_host = ""
+        self.status = 0
+        self.body_bytes_sent = 0
+        self.bytes_sent = 0
+        self.request_length = head.raw_length
+        self.upstream_addr: list[str] = []
+        self.upstream_status: list[str] = []
+        self.upstream_response_time: list[float] = []
+        self._cache: dict[str, str | None] = {}
+
+    # -- evaluation ----------------------------------------------------------------------
+
+    def evaluate(self, cv: ComplexValue) -> str:
+        """The text of ``cv`` for this request (a variable that is not found gives "")."""
+        out: list[str] = []
+        for part in cv.parts:
+            if isinstance(part, str):
+                out.append(part)
+            elif isinstance(part, Var):
+                out.append(self.get(part.name) or "")
+            else:
+                out.append(self._capture(part))
+        return "".join(out)
+
+    def evaluate_log(self, cv: ComplexValue, escape: str) -> str:
+        """Like :meth:`evaluate` for ``log_format``: "-" for not-found, values escaped."""
+        out: list[str] = []
+        for part in cv.parts:
+            if isinstance(part, str):
+                out.append(part)
+                continue
+            value = self.get(part.name) if isinstance(part, Var) else self._capture(part)
+            if value is None:
+                out.append("" if escape == "json" else "-")
+            else:
+                out.append(escape_log_value(value, escape))
+        return "".join(out)
+
+    def _capture(self, part: Capture) -> str:
+        return self.captures[part.index] if part.index < len(self.captures) else ""
+
+    def get(self, name: str) -> str | None:
+        """The value of variable ``name`` (lower-case, no ``$``), or ``None`` if not found."""
+        getter = _GETTERS.get(name)
+        if getter is not None:
+            return getter(self)
+        m = self.maps.get(name)
+        if m is not None:
+            if not m.volatile and name in self._cache:
+                return self._cache[name]
+            value = self._map(m)
+            self._cache[name] = value
+            return value
+        for prefix, family in _FAMILIES:
+            if name.startswith(prefix):
+                return family(self, name[len(prefix) :])
+        return None
+
+    def _map(self, m: MapConf) -> str | None:
+        # ngx_http_map_find: exact (lower-cased), wildcards with "hostnames", regexes, default.
+        source = self.evaluate(m.source)
+        key = source.lower()
+        if m.hostnames and key.endswith("."):
+            key = key[:-1]
+        hit = m.exact.get(key)
+        if hit is not None:
+            return self.evaluate(hit)
+        if m.hostnames:
+            best: tuple[int, ComplexValue] | None = None
+            for suffix, value in m.wildcards_head:
+                if (key.endswith(suffix) or key == suffix[1:]) and (
+                    best is None or len(suffix) > best[0]
+                ):
+                    best = (len(suffix), value)
+            if best is not None:
+                return self.evaluate(best[1])
+            for head, value in m.wildcards_tail:
+                if key.startswith(head):
+                    return self.evaluate(value)
+        for pattern, value in m.regexes:
+            match = pattern.search(source)
+            if match is not None:
+                saved = self.captures
+                self.captures = (match.group(0), *(g or "" for g in match.groups()))
+                try:
+                    return self.evaluate(value)
+                finally:
+                    self.captures = saved
+        if m.default is not None:
+            return self.evaluate(m.default)
+        return ""
+
+    def header_value(self, lname: str) -> str | None:
+        """``$http_NAME`` with nginx 1.22 rules: first line, except X-Forwarded-For and
+        Cookie, whose lines are joined (``, `` and ``; ``)."""
+        values = [v for n, v in self.head.headers if n.lower() == lname]
+        if not values:
+            return None
+        if lname == "x-forwarded-for":
+            return ", ".join(values)
+        if lname == "cookie":
+            return "; ".join(values)
+        return values[0]
+
+
+def _http(rv: RequestVars, suffix: str) -> str | None:
+    return rv.header_value(suffix.replace("_", "-"))
+
+
+def _arg(rv: RequestVars, suffix: str) -> str | None:
+    for pair in rv.args.split("&"):
+        k, sep, v = pair.partition("=")
+        if k.lower() == suffix:
+            return v if sep else ""
+    return None
+
+
+def _cookie(rv: RequestVars, suffix: str) -> str | None:
+    cookies = rv.header_value("cookie")
+    if cookies is None:
+        return None
+    for item in re.split(r"[;,]\s*", cookies):
+        k, sep, v = item.partition("=")
+        if sep and k.strip() == suffix:
+            return v
+    return None
+
+
+_FAMILIES: tuple[tuple[str, Callable[[RequestVars, str], str | None]], ...] = (
+    ("http_", _http),
+    ("arg_", _arg),
+    ("cookie_", _cookie),
+)
+
+
+def _proxy_add_x_forwarded_for(rv: RequestVars) -> str:
+    xff = rv.header_value("x-forwarded-for")
+    if xff is None:
+        return rv.conn.remote_addr
+    return f"{xff}, {rv.conn.remote_addr}"
+
+
+def _request_time(rv: RequestVars) -> str:
+    end = rv.end_time or time.time()
+    return f"{max(0.0, end - rv.start):.3f}"
+
+
+def _joined(values: list[str]) -> str | None:
+    return ", ".join(values) if values else None
+
+
+_HOSTNAME = socket.gethostname()
+
+_GETTERS: dict[str, Callable[[RequestVars], str | None]] = {
+    "host": lambda rv: rv.host,
+    "http_host": lambda rv: rv.header_value("host"),
+    "remote_addr": lambda rv: rv.conn.remote_addr,
+    "remote_port": lambda rv: str(rv.conn.remote_port),
+    "remote_user": lambda rv: None,
+    "server_addr": lambda rv: rv.conn.server_addr,
+    "server_port": lambda rv: str(rv.conn.server_port),
+    "server_name": lambda rv: rv.server.server_name[0],
+    "server_protocol": lambda rv: f"HTTP/{rv.head.version}",
+    "scheme": lambda rv: rv.conn.scheme,
+    "https": lambda rv: "on" if rv.conn.scheme == "https" else "",
+    "request": lambda rv: rv.head.request_line,
+    "request_uri": lambda rv: rv.head.target,
+    "request_method": lambda rv: rv.head.method,
+    "uri": lambda rv: rv.uri,
+    "document_uri": lambda rv: rv.uri,
+    "args": lambda rv: rv.args,
+    "query_string": lambda rv: rv.args,
+    "is_args": lambda rv: "?" if rv.args else "",
+    "content_length": lambda rv: rv.head.header("content-length"),
+    "content_type": lambda rv: rv.head.header("content-type"),
+    "request_length": lambda rv: str(rv.request_length),
+    "request_time": _request_time,
+    "status": lambda rv: f"{rv.status:03d}",
+    "body_bytes_sent": lambda rv: str(rv.body_bytes_sent),
+    "bytes_sent": lambda rv: str(rv.bytes_sent),
+    "time_local": lambda rv: time_local(rv.end_time or time.time()),
+    "time_iso8601": lambda rv: time_iso8601(rv.end_time or time.time()),
+    "msec": lambda rv: f"{rv.end_time or time.time():.3f}",
+    "connection": lambda rv: str(rv.conn.number),
+    "connection_requests": lambda rv: str(rv.conn.requests),
+    "proxy_host": lambda rv: rv.proxy_host,
+    "proxy_add_x_forwarded_for": _proxy_add_x_forwarded_for,
+    "upstream_addr": lambda rv: _joined(rv.upstream_addr),
+    "upstream_status": lambda rv: _joined(rv.upstream_status),
+    "upstream_response_time": lambda rv: _joined([f"{t:.3f}" for t in rv.upstream_response_time]),
+    "hostname": lambda rv: _HOSTNAME,
+    "pid": lambda rv: str(os.getpid()),
+    "nginx_version": lambda rv: __version__,
+    "tunnel_time": lambda rv: None,
+}
+
+
+def escape_log_value(value: str, escape: str) -> str:
+    """Escape a variable's value for the access log (``ngx_http_log_escape``, json, none)."""
+    if escape == "none":
+        return value
+    if escape == "json":
+        out = []
+        for ch in value:
+            o = ord(ch)
+            if ch == '"' or ch == "\\":
+                out.append("\\" + ch)
+            elif o < 0x20:
+                out.append(
+                    {"\n": "\\n", "\r": "\\r", "\t": "\\t", "\b": "\\b", "\f": "\\f"}.get(
+                        ch, f"\\u{o:04x}"
+                    )
+                )
+            else:
+                out.append(ch)
+        return "".join(out)
+    if all(0x20 <= ord(ch) < 0x7F and ch not in '"\\' for ch in value):
+        return value
+    data = value.encode("latin-1", errors="surrogateescape")
+    return "".join(
+        f"\\x{b:02X}" if b < 0x20 or b >= 0x7F or b in (0x22, 0x5C) else chr(b) for b in data
+    )
