@@ -245,6 +245,14 @@ class Downstream(asyncio.Protocol):
                 elif len(self.buf) > n * size:
                     self._reject(494, "client sent too large request")
                 return
+            n, size = server.large_client_header_buffers
+            first_line_end = self.buf.find(b"\r\n")
+            if first_line_end > size:
+                self._reject(414, "client sent too long URI")
+                return
+            if end > n * size or any(len(line) > size for line in self.buf[:end].split(b"\r\n")):
+                self._reject(494, "client sent too long header line")
+                return
             head_bytes = bytes(self.buf[:end])
             del self.buf[:end]
             self._disarm()
