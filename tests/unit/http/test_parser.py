@@ -1,0 +1,87 @@
+"""Heads through httptools and the chunked decoder, whole and one byte at a time."""
+
+from __future__ import annotations
+
+import pytest
+
+from wsgate.errors import HTTPError
+from wsgate.http.parser import (
+    ChunkedDecoder,
+    find_head_end,
+    parse_request_head,
+    parse_response_head,
+)
+
+
+def test_find_head_end() -> None:
+    assert find_head_end(b"GET / HTTP/1.1\r\n\r\nrest") == 18
+    assert find_head_end(b"GET / HTTP/1.1\r\nHost: a\r\n") == -1
+
+
+def test_request_head() -> None:
+    head = parse_request_head(
+        b"POST /a?b=1 HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nX_u: 1\r\n\r\n"
+    )
+    assert (head.method, head.target, head.version) == ("POST", "/a?b=1", "1.1")
+    assert head.request_line == "POST /a?b=1 HTTP/1.1"
+    assert head.headers == [("Host", "x"), ("Content-Length", "3"), ("X_u", "1")]
+    assert head.content_length == 3 and not head.chunked and head.keep_alive
+
+
+def test_http10_and_upgrade_heads() -> None:
+    head = parse_request_head(b"GET / HTTP/1.0\r\n\r\n")
+    assert head.version == "1.0" and not head.keep_alive
+    up = parse_request_head(
+        b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
+    )
+    assert up.header("upgrade") == "websocket"
+
+
+@pytest.mark.parametrize(
+    ("raw", "status"),
+    [
+        (b"GET /a b HTTP/1.1\r\n\r\n", 400),
+        (b"GET / HTTP/1.1\r\nHost : a\r\n\r\n", 400),
+        (b"GET / HTTP/1.1\r\nX: a\r\n b\r\n\r\n", 400),  # obsolete line folding
+        (b"POST / HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n", 400),
+        (b"POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n", 400),
+        (b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n", 501),
+        (b"GET / HTTP/1.1\r\nX: a\x00b\r\n\r\n", 400),
+        (b"GET / HTTP/2.0\r\n\r\n", 505),
+    ],
+)
+def test_bad_requests(raw: bytes, status: int) -> None:
+    with pytest.raises(HTTPError) as info:
+        parse_request_head(raw)
+    assert info.value.status == status
+
+
+def test_response_head() -> None:
+    head = parse_response_head(
+        b"HTTP/1.1 426 Upgrade Required\r\nUpgrade: websocket\r\nContent-Length: 2\r\n\r\n"
+    )
+    assert (head.status, head.reason, head.content_length) == (426, "Upgrade Required", 2)
+    with pytest.raises(HTTPError):
+        parse_response_head(b"garbage\r\n\r\n")
+
+
+CHUNKED = b"3\r\nabc\r\n4;ext=v\r\ndefg\r\n0\r\nTrailer: x\r\n\r\nNEXT"
+
+
+@pytest.mark.parametrize("step", [len(CHUNKED), 1, 2, 5])
+def test_chunked_decoder(step: int) -> None:
+    d = ChunkedDecoder()
+    out = b""
+    i = 0
+    while not d.done:
+        out += b"".join(d.feed(CHUNKED[i : i + step]))
+        i += step
+    assert out == b"abcdefg"
+    # Bytes past the body are handed back, none lost (pipelined data).
+    assert d.leftover + CHUNKED[i:] == b"NEXT"
+
+
+@pytest.mark.parametrize("raw", [b"x\r\n", b"3\r\nabcX\r\n", b"-1\r\n", b"1" * 20 + b"\r\n"])
+def test_chunked_decoder_rejects(raw: bytes) -> None:
+    with pytest.raises(ValueError):
+        ChunkedDecoder().feed(raw)
