@@ -810,6 +810,64 @@ DIRECTIVES: dict[str, list[Directive]] = _rows(
         note="wsgate always sets TCP_NODELAY",
     ),
     Directive("return", F({SERVER, LOCATION}), 1, 2, return_),
-    Directive("add_header", LOC_LEVELS, 2, 3, add_header),
+    Directive(
+        "add_header",
+        LOC_LEVELS,
+        2,
+        3,
+        add_header,
+        note="added to 200, 201, 204, 206, 301, 302, 303, 304, 307, 308 (any with always)",
+    ),
     Directive("if", F({SERVER, LOCATION}), 1, None, not_supported, block=True),
 )
+
+
+def render_reference() -> str:
+    """``docs/directives.md``: every directive of :data:`DIRECTIVES`, generated.
+
+    Regenerate with ``python -m wsgate.conf.table > docs/directives.md``; a test checks
+    the file is current.
+    """
+    order = [MAIN, EVENTS, HTTP, SERVER, UPSTREAM, LOCATION]
+    lines = [
+        "# Supported directives",
+        "",
+        "Generated from `src/wsgate/conf/table.py` by `python -m wsgate.conf.table`;"
+        " do not edit by hand.",
+        "",
+        'Any other directive is an error (`unknown directive "NAME"`), as in nginx.'
+        " Directives marked *not supported yet* are recognised so that the error says so.",
+        "",
+        "| directive | contexts | arguments | default | notes |",
+        "|---|---|---|---|---|",
+    ]
+    for name in sorted(DIRECTIVES):
+        for row in DIRECTIVES[name]:
+            contexts = ", ".join(c for c in order if c in row.contexts)
+            if row.max_args is None:
+                arity = f"{row.min_args}+"
+            elif row.min_args == row.max_args:
+                arity = str(row.min_args)
+            else:
+                arity = f"{row.min_args}-{row.max_args}"
+            if row.block:
+                arity += " + block"
+            note = row.note
+            if row.handler is not_supported:
+                note = "not supported yet"
+            lines.append(f"| `{name}` | {contexts} | {arity} | {row.default} | {note} |")
+    lines += [
+        "",
+        "`include` is accepted in every context (globs are expanded in sorted order,",
+        "relative paths are relative to the main configuration file's directory).",
+        "`map` blocks take `KEY VALUE;` entries plus `default`, `hostnames`, `volatile` and",
+        "`include`.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.stdout.write(render_reference())

@@ -449,6 +449,7 @@ class Downstream(asyncio.Protocol):
         keep = keep_alive and request.keep_alive and not self.worker.closing
         headers = [("Content-Type", content_type)] if body or status >= 300 else []
         headers.extend(extra or [])
+        headers.extend(self._added_headers(request, loc, status))
         head = build_response_head(
             status=status,
             reason=None,
@@ -468,6 +469,21 @@ class Downstream(asyncio.Protocol):
         request.rv.body_bytes_sent = len(body)
         request.keep_alive = keep
         self._finish_request(request)
+
+    def _added_headers(
+        self, request: Request, loc: LocationConf, status: int
+    ) -> list[tuple[str, str]]:
+        """``add_header`` lines for this response (ngx_http_headers_filter)."""
+        if not loc.add_header:
+            return []
+        ok = status in _ADD_HEADER_STATUSES
+        out = []
+        for name, value, always in loc.add_header:
+            if ok or always:
+                text = request.rv.evaluate(value)
+                if text:
+                    out.append((name, text))
+        return out
 
     def _respond_error(self, request: Request, status: int, keep_alive: bool = True) -> None:
         # ngx_http_special_response_handler: these statuses never keep the connection.
@@ -841,10 +857,11 @@ class Downstream(asyncio.Protocol):
         length = resp.content_length if mode in (BodyMode.LENGTH, BodyMode.NONE) else None
         if status in (204, 304) or 100 <= status < 200:
             length = None
+        added = self._added_headers(request, loc, status)
         head_bytes = build_response_head(
             status=status,
             reason=resp.reason,
-            headers=resp.headers,
+            headers=resp.headers + added if added else resp.headers,
             server=self._server_token(loc),
             content_length=length,
             chunked=rechunk,
@@ -1049,6 +1066,8 @@ class Downstream(asyncio.Protocol):
         else:
             self._arm(loc.keepalive_timeout, self._keepalive_timed_out)
 
+
+_ADD_HEADER_STATUSES = frozenset({200, 201, 204, 206, 301, 302, 303, 304, 307, 308})
 
 _STATUS_FLAGS = {
     500: NextUpstream.HTTP_500,
