@@ -150,7 +150,7 @@ async def test_all_backends_dead_gives_502_and_no_live_upstreams(tmp_path: Path)
         for _ in range(2):
             c = await Client.open(port)
             c.writer.write(b"GET /x HTTP/1.1\r\nHost: x\r\n\r\n")
-            head, headers, body = await c.response()
+            head, _, body = await c.response()
             assert head.startswith(b"HTTP/1.1 502 Bad Gateway\r\n")
             assert b"<center><h1>502 Bad Gateway</h1></center>" in body
             c.close()
@@ -181,8 +181,11 @@ async def test_malformed_requests(tmp_path: Path) -> None:
                 (b"GET / HTTP/1.1\r\n\r\n", b"400"),  # HTTP/1.1 without Host
                 (b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", b"400"),
                 (b"GET /a b HTTP/1.1\r\nHost: a\r\n\r\n", b"400"),
-                (b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n"
-                 b"Transfer-Encoding: chunked\r\n\r\n", b"400"),
+                (
+                    b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n"
+                    b"Transfer-Encoding: chunked\r\n\r\n",
+                    b"400",
+                ),
                 (b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 2000000\r\n\r\n", b"413"),
                 (b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: a\r\n\r\n", b"414"),
             ]

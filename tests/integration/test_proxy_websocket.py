@@ -8,7 +8,6 @@ import os
 import socket
 from pathlib import Path
 
-import websockets
 from websockets.asyncio.client import connect
 
 from tests.support.backend import RecordingBackend
@@ -18,11 +17,12 @@ from tests.support.wsgate import proxy_in_process
 from wsgate.echo.server import Mode, serve_echo
 
 
-async def _echo_servers(ports: list[int], mode: Mode = Mode.ECHO) -> tuple[asyncio.Task[None], asyncio.Event]:
+async def _echo_servers(
+    ports: list[int], mode: Mode = Mode.ECHO
+) -> tuple[asyncio.Task[None], asyncio.Event]:
     ready, stop = asyncio.Event(), asyncio.Event()
     task = asyncio.create_task(
-        serve_echo("127.0.0.1", ports, mode=mode, quiet=True, ready=ready, stop=stop,
-                   max_size=None)
+        serve_echo("127.0.0.1", ports, mode=mode, quiet=True, ready=ready, stop=stop, max_size=None)
     )
     await ready.wait()
     return task, stop
@@ -168,7 +168,10 @@ async def test_idle_tunnel_is_closed_after_proxy_read_timeout(tmp_path: Path) ->
             assert not worker.tunnels
             writer.close()
         log = (tmp_path / "logs" / "error.log").read_text()
-        assert "upstream timed out (110: Connection timed out) while proxying upgraded connection" in log
+        assert (
+            "upstream timed out (110: Connection timed out) while proxying upgraded connection"
+            in log
+        )
         access = (tmp_path / "logs" / "access.log").read_text()
         assert '"GET /ws HTTP/1.1" 101 0 ' in access
 

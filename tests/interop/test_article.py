@@ -72,11 +72,14 @@ def wscat(*args: str) -> tuple[int, str, str]:
 def test_wscat_through_wsgate_to_the_article_servers(tmp_path: Path) -> None:
     require_peer("node", shutil.which("node") is not None)
     port, b1, b2 = free_ports(3)
-    with article_backends(tmp_path, [b1, b2]) as backends, proxy_process(
-        article_conf(port, [b1, b2]), tmp_path, port
+    with (
+        article_backends(tmp_path, [b1, b2]) as backends,
+        proxy_process(article_conf(port, [b1, b2]), tmp_path, port),
     ):
         for i in range(4):
-            rc, out, err = wscat("--connect", f"ws://127.0.0.1:{port}", "-x", f"Hello {i}", "-w", "1")
+            rc, out, err = wscat(
+                "--connect", f"ws://127.0.0.1:{port}", "-x", f"Hello {i}", "-w", "1"
+            )
             assert rc == 0, err
             assert out.strip() == f"Server received from client: Hello {i}"
         for proc in backends:
@@ -93,8 +96,9 @@ def test_wscat_through_wsgate_to_the_article_servers(tmp_path: Path) -> None:
 
 def test_wsgate_cat_through_wsgate_to_the_article_servers(tmp_path: Path) -> None:
     port, b1, b2 = free_ports(3)
-    with article_backends(tmp_path, [b1, b2]), proxy_process(
-        article_conf(port, [b1, b2]), tmp_path, port
+    with (
+        article_backends(tmp_path, [b1, b2]),
+        proxy_process(article_conf(port, [b1, b2]), tmp_path, port),
     ):
         out = subprocess.run(
             [os.sys.executable, "-m", "wsgate", "cat", "-c", f"ws://127.0.0.1:{port}"],

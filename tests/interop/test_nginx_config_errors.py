@@ -99,7 +99,8 @@ def _upstream(server_line: str) -> str:
 
 def _map(entries: str, use: bool = True) -> str:
     server = (
-        " server {\n  listen 127.0.0.1:8080;\n  location / {\n" + PP
+        " server {\n  listen 127.0.0.1:8080;\n  location / {\n"
+        + PP
         + "   proxy_set_header Connection $m;\n  }\n }\n"
         if use
         else ""
@@ -261,8 +262,12 @@ BAD: list[Case] = [
     ),
     Case("server-name-regex-missing-paren", _conf(" server {\n  server_name ~^(x;\n }\n")),
     Case("location-no-args", _conf(" server {\n  location {\n  }\n }\n")),
-    Case("listen-duplicate", _conf(" server {\n  listen 127.0.0.1:8080;\n  listen 8080;\n"
-                                   "  listen 127.0.0.1:8080;\n }\n")),
+    Case(
+        "listen-duplicate",
+        _conf(
+            " server {\n  listen 127.0.0.1:8080;\n  listen 8080;\n  listen 127.0.0.1:8080;\n }\n"
+        ),
+    ),
     Case("listen-bogus-param", _conf(" server {\n  listen 80 bogus;\n }\n")),
     Case("listen-three-lines", _conf(" server {\n  listen\n   8080\n   bogus;\n }\n")),
     Case("listen-bad-port", _conf(" server {\n  listen 127.0.0.1:99999;\n }\n")),
@@ -364,7 +369,10 @@ def _run_both(case: Case, tmp_path: Path) -> tuple[tuple[int, list[str]], tuple[
         check=False,
         cwd=tmp_path,
     )
-    wsgate = (done.returncode, _normalise(done.stderr.decode(errors="replace"), prefix, nginx=False))
+    wsgate = (
+        done.returncode,
+        _normalise(done.stderr.decode(errors="replace"), prefix, nginx=False),
+    )
     return nginx, wsgate
 
 

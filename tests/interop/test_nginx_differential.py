@@ -40,8 +40,8 @@ from tests.support.ports import free_ports
 from tests.support.wsgate import proxy_in_process
 from wsgate import __version__
 
-IO_TIMEOUT = 3.0  # seconds for one step of a client script (loopback: far more than enough)
-LOG_TIMEOUT = 3.0  # seconds for the access-log lines to appear after the client is done
+IO_TIMEOUT = 2.0  # seconds for one step of a client script (loopback: far more than enough)
+LOG_TIMEOUT = 1.5  # seconds for the access-log lines to appear after the client is done
 CASE_TIMEOUT = 40.0  # seconds for one case, both proxies
 WSGATE_TOKEN = f"wsgate/{__version__}"
 PLACEHOLDER = "SERVER"
@@ -809,11 +809,22 @@ def pair(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactor
         return runner.run(bounded())
 
 
+def explain(what: str, nginx: Sequence[object], wsgate: Sequence[object]) -> str:
+    """Both sequences one element a line, ``!`` marking the entries that differ."""
+    out = [f"{what} differ (nginx vs wsgate):"]
+    for index in range(max(len(nginx), len(wsgate))):
+        ng = repr(nginx[index]) if index < len(nginx) else "<missing>"
+        ws = repr(wsgate[index]) if index < len(wsgate) else "<missing>"
+        mark = " " if ng == ws else "!"
+        out += [f"{mark}[{index}]  nginx: {ng}", f"{mark}[{index}] wsgate: {ws}"]
+    return "\n".join(out)
+
+
 def test_request_sent_upstream(pair: Pair) -> None:
     ng, ws = pair.nginx, pair.wsgate
     assert len(ng.heads) == pair.case.upstream, f"nginx sent {ng.heads!r}"
-    assert ws.heads == ng.heads, f"request heads\n nginx: {ng.heads!r}\nwsgate: {ws.heads!r}"
-    assert ws.bodies == ng.bodies, f"request bodies\n nginx: {ng.bodies!r}\nwsgate: {ws.bodies!r}"
+    assert ws.heads == ng.heads, explain("request heads", ng.heads, ws.heads)
+    assert ws.bodies == ng.bodies, explain("request bodies", ng.bodies, ws.bodies)
     assert ws.upstream_connections == ng.upstream_connections
 
 
@@ -822,7 +833,7 @@ def test_response_to_client(pair: Pair) -> None:
     assert ng.statuses == pair.case.statuses, f"nginx answered {ng.items!r}"
     expected = normalize_items(ng.items, pair.nginx_token)
     got = normalize_items(ws.items, WSGATE_TOKEN)
-    assert got == expected, f"responses\n nginx: {expected!r}\nwsgate: {got!r}"
+    assert got == expected, explain("responses", expected, got)
 
 
 def test_access_log(pair: Pair) -> None:
@@ -830,7 +841,7 @@ def test_access_log(pair: Pair) -> None:
     assert len(ng.log) == len(pair.case.statuses), ng.log
     delta = len(WSGATE_TOKEN) - len(pair.nginx_token)
     log, combined = as_nginx_sizes(ws.log, ws.combined, ws.items, delta)
-    assert log == ng.log, f"log_format diff\n nginx: {ng.log!r}\nwsgate: {log!r}"
+    assert log == ng.log, explain("log_format diff lines", ng.log, log)
     expected = [_TIME_LOCAL.sub("[TIME]", line) for line in ng.combined]
     got = [_TIME_LOCAL.sub("[TIME]", line) for line in combined]
-    assert got == expected, f"combined\n nginx: {expected!r}\nwsgate: {got!r}"
+    assert got == expected, explain("combined lines", expected, got)

@@ -32,7 +32,9 @@ def require_peer(what: str, present: bool) -> None:
 def node_module(name: str) -> Path:
     """Path of an npm package installed by `make node` (skips or fails when absent)."""
     path = REPO / "node_modules" / name
-    require_peer(f"npm package {name} (run `make node`)", path.is_dir() and bool(shutil.which("node")))
+    require_peer(
+        f"npm package {name} (run `make node`)", path.is_dir() and bool(shutil.which("node"))
+    )
     return path
 
 

@@ -36,9 +36,7 @@ async def proxy_in_process(conf_text: str, tmp_path: Path) -> AsyncIterator[Work
 
 
 @contextmanager
-def proxy_process(
-    conf_text: str, tmp_path: Path, port: int
-) -> Iterator[subprocess.Popen[bytes]]:
+def proxy_process(conf_text: str, tmp_path: Path, port: int) -> Iterator[subprocess.Popen[bytes]]:
     """Run ``wsgate proxy -c tmp_path/wsgate.conf`` until the block ends."""
     path = tmp_path / "wsgate.conf"
     path.write_text(conf_text)

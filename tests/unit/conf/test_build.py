@@ -339,7 +339,9 @@ http {
 """
 
 
-def test_include_glob_relative_to_config_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_include_glob_relative_to_config_dir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     etc = tmp_path / "etc"
     main = _write(etc / "nginx.conf", INCLUDE_MAIN)
     a = _write(etc / "conf.d" / "a.conf", "upstream a {\n    server 127.0.0.1:8001;\n}\n")
@@ -415,7 +417,7 @@ def test_map_variable_without_map_is_unknown() -> None:
         "proxy_pass http://127.0.0.1:9001;",
         "proxy_pass http://127.0.0.1:9001; proxy_set_header Connection $connection_upgrade;",
     )
-    with pytest.raises(ConfigError, match='^unknown "connection_upgrade" variable$'):
+    with pytest.raises(ConfigError, match=r'^unknown "connection_upgrade" variable$'):
         load(FILE, text=text)
 
 
@@ -536,8 +538,14 @@ http {
     up = http.upstreams["backend"]
     assert up.peers == (
         PeerConf(
-            "127.0.0.1:8001", "127.0.0.1", 8001, "127.0.0.1:8001",
-            weight=3, max_fails=0, fail_timeout=5400.0, max_conns=5,
+            "127.0.0.1:8001",
+            "127.0.0.1",
+            8001,
+            "127.0.0.1:8001",
+            weight=3,
+            max_fails=0,
+            fail_timeout=5400.0,
+            max_conns=5,
         ),
         PeerConf("127.0.0.1:8002", "127.0.0.1", 8002, "127.0.0.1:8002", down=True),
     )

@@ -58,7 +58,7 @@ TOKENS: list[tuple[str, str, list[Stmt]]] = [
     ("quotes-inside-word-literal", 'a"b"c;', [(('a"b"c',), ";")]),
     ("open-quote-inside-word-literal", 'x"{}', [(('x"',), "{"), ((), "}")]),
     ("double-quote-in-single", "'a\"b';", [(('a"b',), ";")]),
-    ("single-quote-in-double", "\"a'b\";", [(("a'b",), ";")]),
+    ("single-quote-in-double", '"a\'b";', [(("a'b",), ";")]),
     ("semicolon-in-quotes", '"a;b{c}";', [(("a;b{c}",), ";")]),
     ("newline-in-quotes", '"a\nb";', [(("a\nb",), ";")]),
     # escapes: \" \' \\ \t \r \n become the character; any other backslash is kept

@@ -90,7 +90,9 @@ def _ids(rows: list[tuple[str, float]]) -> list[str]:
     return [repr(r[0]) for r in rows]
 
 
-@pytest.mark.parametrize(("text", "expected"), TIME_BOTH + TIME_MS_ONLY, ids=_ids(TIME_BOTH + TIME_MS_ONLY))
+@pytest.mark.parametrize(
+    ("text", "expected"), TIME_BOTH + TIME_MS_ONLY, ids=_ids(TIME_BOTH + TIME_MS_ONLY)
+)
 def test_time_msec_based(text: str, expected: float) -> None:
     assert parse_time(text) == pytest.approx(expected, rel=1e-12, abs=1e-9)
 
@@ -102,7 +104,9 @@ def test_time_sec_based(text: str, expected: float) -> None:
     assert parse_time(text, seconds=True) == pytest.approx(expected, rel=1e-12, abs=1e-9)
 
 
-@pytest.mark.parametrize("text", TIME_BAD + TIME_MS_BAD, ids=[repr(t) for t in TIME_BAD + TIME_MS_BAD])
+@pytest.mark.parametrize(
+    "text", TIME_BAD + TIME_MS_BAD, ids=[repr(t) for t in TIME_BAD + TIME_MS_BAD]
+)
 def test_time_msec_based_rejects(text: str) -> None:
     assert parse_time(text) is None
 
@@ -165,7 +169,9 @@ def test_size_rejects(text: str) -> None:
     assert parse_size(text) is None
 
 
-@pytest.mark.parametrize(("text", "expected"), SIZE_GOOD + OFFSET_ONLY, ids=_ids(SIZE_GOOD + OFFSET_ONLY))
+@pytest.mark.parametrize(
+    ("text", "expected"), SIZE_GOOD + OFFSET_ONLY, ids=_ids(SIZE_GOOD + OFFSET_ONLY)
+)
 def test_offset(text: str, expected: int) -> None:
     assert parse_offset(text) == expected
 
