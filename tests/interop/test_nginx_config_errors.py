@@ -374,8 +374,8 @@ GOOD: list[Case] = [
     Case(
         "good-listen-forms",
         _conf(
-            " server {\n  listen localhost:8080;\n  listen [::1]:8080;\n  listen 8081 default_server;\n"
-            "  location = {\n  }\n }\n"
+            " server {\n  listen localhost:8080;\n  listen [::1]:8080;\n"
+            "  listen 8081 default_server;\n  location = {\n  }\n }\n"
         ),
     ),
     Case("good-map-hostnames", _conf(" map $host $b {\n  hostnames;\n  *.example.com 1;\n }\n")),

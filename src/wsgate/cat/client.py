@@ -42,7 +42,7 @@ import sys
 import threading
 import urllib.parse
 from collections.abc import Callable, Sequence
-from typing import Any, Final
+from typing import Any, Final, TextIO
 
 import uvloop
 from websockets.asyncio.client import ClientConnection, connect
@@ -105,6 +105,8 @@ _WS_MANAGED_HEADERS = frozenset(
         "sec-websocket-extensions",
     }
 )
+# websockets' message for a status line it refuses ("... expected HTTP/1.1: HTTP/1.0 404 ...").
+_HTTP10_STATUS = re.compile(r"expected HTTP/1\.1: HTTP/1\.0 (\d{3})\b")
 # What a node errno looks like for getaddrinfo failures (dns.lookup's error codes).
 _GAI_CODES = {
     socket.EAI_NONAME: "ENOTFOUND",
@@ -338,6 +340,10 @@ def _handshake_error(exc: BaseException) -> str:
     if isinstance(exc, InvalidMessage):
         if isinstance(cause, EOFError):
             return "socket hang up"  # node's http client, when the server closes first
+        # websockets refuses HTTP/1.0 responses; node reads their status like any other.
+        http10 = _HTTP10_STATUS.search(str(cause))
+        if http10 is not None:
+            return f"Unexpected server response: {int(http10.group(1))}"
         return f"Parse Error: {cause or exc}"
     if isinstance(exc, ssl.SSLCertVerificationError):
         return exc.verify_message or str(exc)
@@ -687,6 +693,19 @@ def _reserve_standard_fds() -> None:
                 os.close(null)
 
 
+def _output_stream(stream: TextIO | None, fd: int) -> TextIO:
+    """``sys.stdout``/``sys.stderr``, or a stream on ``fd`` when Python started without one.
+
+    Characters the stream's encoding cannot represent are written as backslash escapes
+    instead of failing the session.
+    """
+    if stream is None:  # fd was closed at startup; _reserve_standard_fds reopened it
+        return open(fd, "w", encoding="utf-8", errors="backslashreplace", closefd=False)
+    if isinstance(stream, io.TextIOWrapper):
+        stream.reconfigure(errors="backslashreplace")
+    return stream
+
+
 def _stdin_fd() -> int | None:
     if sys.stdin is None:  # started with fd 0 closed
         return None
@@ -715,14 +734,12 @@ def run(args: argparse.Namespace) -> int:
     options = options_from_args(args)
     stdin_fd = _stdin_fd()  # before fd 0 may be reopened on /dev/null: closed stdin is EOF
     _reserve_standard_fds()
-    if isinstance(sys.stdout, io.TextIOWrapper):
-        sys.stdout.reconfigure(errors="backslashreplace")
+    stdout = _output_stream(sys.stdout, 1)
+    stderr = _output_stream(sys.stderr, 2)
     try:
-        tty = os.isatty(sys.stdout.fileno())
+        tty = os.isatty(stdout.fileno())
     except (OSError, ValueError, io.UnsupportedOperation):
         tty = False
-    terminal = Terminal(
-        sys.stdout, sys.stderr, tty=tty, color=options.color, execute=bool(options.execute)
-    )
+    terminal = Terminal(stdout, stderr, tty=tty, color=options.color, execute=bool(options.execute))
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         return runner.run(_main(options, terminal, stdin_fd))

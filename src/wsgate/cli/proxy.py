@@ -138,8 +138,6 @@ def _load(
     if test and not quiet:
         _err(f"the configuration file {name} syntax is ok")
     conf = finish(parsed)
-    if conf.http is None:
-        raise ConfigError('no "http" section in configuration: nothing to proxy')
     _check_files(conf)
     if dump:
         for path, content in conf.files:
@@ -159,8 +157,7 @@ def _check_files(conf: MainConf) -> None:
     ErrorLog(conf.error_log, conf.prefix).close()
     logs = AccessLogs(conf.prefix)
     try:
-        assert conf.http is not None
-        for server in conf.http.servers:
+        for server in conf.http.servers if conf.http is not None else ():
             stack = [server.defaults, *server.locations]
             while stack:
                 loc = stack.pop()
@@ -180,13 +177,15 @@ async def _serve(conf: MainConf) -> int:
     from wsgate.proxy.worker import Worker
 
     loop = asyncio.get_running_loop()
-    worker = Worker(conf, loop)
-    try:
-        await worker.start()
-    except OSError as exc:
-        _err(f"[emerg] bind() failed ({exc.errno}: {exc.strerror})")
-        return 1
     stop: asyncio.Future[bool] = loop.create_future()
+    worker: Worker | None = None
+    if conf.http is not None:  # a config without http{} is valid and serves nothing
+        worker = Worker(conf, loop)
+        try:
+            await worker.start()
+        except OSError as exc:
+            _err(f"[emerg] bind() failed ({exc.errno}: {exc.strerror})")
+            return 1
 
     def on_signal(graceful: bool) -> None:
         if not stop.done():
@@ -194,10 +193,9 @@ async def _serve(conf: MainConf) -> int:
 
     for sig, graceful in ((signal.SIGTERM, False), (signal.SIGINT, False), (signal.SIGQUIT, True)):
         loop.add_signal_handler(sig, on_signal, graceful)
-    if conf.worker_processes != 1:
-        worker.error_log.log("notice", "wsgate runs one process; worker_processes is not used yet")
     graceful = await stop
-    await worker.stop(graceful=graceful, timeout=conf.worker_shutdown_timeout)
+    if worker is not None:
+        await worker.stop(graceful=graceful, timeout=conf.worker_shutdown_timeout)
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
         with contextlib.suppress(Exception):
             loop.remove_signal_handler(sig)

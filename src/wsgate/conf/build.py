@@ -10,7 +10,7 @@ inherited only when the inner level defines none.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, fields
 from typing import Any
 
 from wsgate.conf.builders import (
@@ -151,17 +151,22 @@ BUILTIN_VARIABLES = frozenset(
 PREFIX_VARIABLES = ("http_", "arg_", "cookie_", "sent_http_", "upstream_http_", "sent_trailer_")
 
 
-def finish_http(hb: HttpBuilder, d: Stmt) -> None:
-    """Checks nginx makes when the ``http{}`` block closes: proxy_pass targets, variables.
+def finish_http(hb: HttpBuilder, close: Stmt) -> None:
+    """Checks nginx makes when the ``http{}`` block closes (``ngx_http_block``), in its
+    order: upstream groups (implicit ones resolved now), merged values, variables.
+
+    Args:
+        close: where the block's ``}`` is; deferred errors are reported there.
 
     Raises:
         ConfigError: ``host not found in upstream`` (at the proxy_pass line), ``upstream
-            "u" may not have port N``, ``unknown "x" variable`` (no location).
+            "u" may not have port N``, ``no servers in upstream``, a bad ``$`` in a
+            ``proxy_set_header`` value, ``unknown "x" variable`` (no location).
     """
     from wsgate.conf.table import resolve_peers
 
     for (_url, scheme, hostport, _uri), file, line in hb.proxy_passes:
-        stmt = Stmt("proxy_pass", (), file, line, d.end)
+        stmt = Stmt("proxy_pass", (), file, line, close.end)
         default_port = 443 if scheme == "https" else 80
         host, sep, port = hostport.rpartition(":")
         if not sep or hostport.endswith("]"):
@@ -174,13 +179,14 @@ def finish_http(hb: HttpBuilder, d: Stmt) -> None:
         key = hostport.lower()
         if key in hb.upstreams:
             continue
-        if port == "":
-            peers = resolve_peers(stmt, f"{hostport}:{default_port}")
-            peers = [replace(p, server=hostport) for p in peers]
-        else:
-            peers = resolve_peers(stmt, hostport)
-        u = UpstreamBuilder(hostport, file, line, peers=peers, implicit=True)
-        hb.upstreams[key] = u
+        # ngx_http_upstream_init_round_robin prints the host without the port.
+        peers = resolve_peers(stmt, hostport, default_port, shown=host)
+        hb.upstreams[key] = UpstreamBuilder(hostport, file, line, peers=peers, implicit=True)
+    for u in hb.upstreams.values():
+        if not any(not p.backup for p in u.peers):
+            raise ConfigError(f'no servers in upstream "{u.name}"', u.file, u.line)
+    if hb.deferred_error is not None:
+        raise close.error(hb.deferred_error)
     for name in hb.variables_used:
         if name in BUILTIN_VARIABLES or name in hb.maps or name.startswith(PREFIX_VARIABLES):
             continue
@@ -204,9 +210,6 @@ def _freeze_http(hb: HttpBuilder) -> HttpConf:
         )
         for key, u in hb.upstreams.items()
     }
-    for u in upstreams.values():
-        if not u.peers:
-            raise ConfigError(f'no servers in upstream "{u.name}"', u.file, u.line)
     maps = {
         name: MapConf(
             source=m.source,

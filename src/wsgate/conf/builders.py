@@ -80,6 +80,7 @@ class HttpBuilder:
     log_formats: dict[str, Any] = field(default_factory=dict)
     variables_used: list[str] = field(default_factory=list)
     proxy_passes: list[tuple[Any, str, int]] = field(default_factory=list)
+    deferred_error: str | None = None  # reported when the block closes (see finish_http)
 
 
 @dataclass(eq=False)

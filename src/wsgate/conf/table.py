@@ -27,6 +27,7 @@ from wsgate.conf.lexer import End
 from wsgate.conf.model import ListenConf, NextUpstream, PeerConf
 from wsgate.conf.parser import Parser, Stmt
 from wsgate.conf.units import parse_offset, parse_size, parse_time
+from wsgate.errors import ConfigError
 from wsgate.vars.compile import ComplexValue, VariableSyntaxError, compile_value
 
 __all__ = ["DIRECTIVES", "Directive", "dispatch", "resolve_host"]
@@ -159,6 +160,15 @@ def set_offset(p: Parser, ctx: Ctx, d: Stmt) -> None:
 
 
 def set_num(p: Parser, ctx: Ctx, d: Stmt) -> None:
+    # ngx_conf_set_num_slot
+    v = d.args[0].text
+    if not v.isdigit() or not v.isascii():
+        raise d.error(f'"{d.name}" directive invalid number')
+    _once(ctx, d, int(v))
+
+
+def worker_connections(p: Parser, ctx: Ctx, d: Stmt) -> None:
+    # ngx_event_connections words its own error.
     v = d.args[0].text
     if not v.isdigit() or not v.isascii():
         raise d.error(f'invalid number "{v}"')
@@ -184,18 +194,21 @@ def worker_processes(p: Parser, ctx: Ctx, d: Stmt) -> None:
         _once(ctx, d, 0)
         return
     if not v.isdigit():
-        raise d.error(f'invalid value "{v}" in "{d.name}" directive')
+        raise d.error(f'"{d.name}" directive invalid value')
     _once(ctx, d, int(v))
 
 
 def error_log(p: Parser, ctx: Ctx, d: Stmt) -> None:
+    # ngx_log_set_levels: every argument after the file is a level, at most one of them.
     levels = ("debug", "info", "notice", "warn", "error", "crit", "alert", "emerg")
-    level = "error"
-    if len(d.args) > 1:
-        level = d.args[1].text
-        if level not in levels or len(d.args) > 2:
-            raise d.error(f'invalid log level "{level}"')
-    ctx.values.setdefault("error_log", []).append((d.args[0].text, level))
+    level = ""
+    for w in d.args[1:]:
+        if w.text not in levels:
+            raise d.error(f'invalid log level "{w.text}"')
+        if level:
+            raise d.error(f'duplicate log level "{w.text}"')
+        level = w.text
+    ctx.values.setdefault("error_log", []).append((d.args[0].text, level or "error"))
 
 
 def events(p: Parser, ctx: Ctx, d: Stmt) -> None:
@@ -212,7 +225,8 @@ def http(p: Parser, ctx: Ctx, d: Stmt) -> None:
     p.parse_block(Ctx("http", ctx.main, http=ctx.main.http))
     from wsgate.conf.build import finish_http
 
-    finish_http(ctx.main.http, d)
+    # Errors found when the block closes are reported at its "}" (ngx_http_block).
+    finish_http(ctx.main.http, Stmt("http", (), p.lexer.file, p.lexer.line, d.end))
 
 
 # ---------------------------------------------------------------------------------------
@@ -226,8 +240,11 @@ def map_block(p: Parser, ctx: Ctx, d: Stmt) -> None:
         raise d.error(f'invalid variable name "{name}"')
     var = name[1:].lower()
     source = _variables(ctx, d, d.args[0].text)
-    if var in ctx.http.maps:
-        raise d.error(f'duplicate "{var}" variable')  # ngx_http_add_variable
+    from wsgate.conf.build import BUILTIN_VARIABLES
+
+    if var in BUILTIN_VARIABLES:
+        # ngx_http_add_variable: built-in variables cannot be changed; maps can (last wins).
+        raise d.error(f'the duplicate "{var}" variable')
     m = MapBuilder(source, var)
     ctx.http.maps[var] = m
     p.parse_block(Ctx("map", ctx.main, http=ctx.http, map=m))
@@ -265,7 +282,7 @@ def _map_entry(p: Parser, ctx: Ctx, d: Stmt) -> None:
         try:
             m.regexes.append((re.compile(_pcre_to_python(pattern), flags), cv))
         except re.error as exc:
-            raise d.error(f'pcre2_compile() failed: {exc.msg} in "{pattern}"') from None
+            raise d.error(regex_error(exc, pattern)) from None
         return
     elif m.hostnames and (key.startswith(("*.", ".")) or key.endswith(".*")):
         if key.endswith(".*"):
@@ -275,7 +292,7 @@ def _map_entry(p: Parser, ctx: Ctx, d: Stmt) -> None:
         return
     low = key.lower()
     if low in m.exact:
-        raise d.error(f'conflicting parameter "{key}"')
+        raise d.error(f'conflicting parameter "{low}"')
     m.exact[low] = cv
 
 
@@ -323,18 +340,37 @@ def _peer_name(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def resolve_peers(d: Stmt, address: str, **params: Any) -> list[PeerConf]:
-    """Resolve an upstream address to one PeerConf per address (errors in nginx's words)."""
-    host, port, _ = _parse_addr(address, 80)
-    if port is None:
-        raise d.error(f'invalid port in upstream "{address}"')
+def resolve_peers(
+    d: Stmt, address: str, default_port: int = 80, shown: str | None = None, **params: Any
+) -> list[PeerConf]:
+    """Resolve an upstream address to one PeerConf per address (ngx_parse_url with
+    resolution). ``shown`` is what nginx prints in "host not found" (default: as written).
+    """
     if address.startswith("unix:"):
         raise d.error(f'unix domain sockets are not supported by wsgate in "{address}"')
+    host, port, _ = _parse_addr(address, default_port)
+    if not host:
+        raise d.error(f'no host in upstream "{address}"')
+    if port is None:
+        raise d.error(f'invalid port in upstream "{address}"')
     addrs = RESOLVER[0](host, port)
     if not addrs:
-        shown = address if ":" in address.lstrip("[") else f"{address}:{port}"
-        raise d.error(f'host not found in upstream "{shown}"')
+        raise d.error(f'host not found in upstream "{shown or address}"')
     return [PeerConf(_peer_name(a, port), a, port, address, **params) for a in addrs]
+
+
+def regex_error(exc: re.error, pattern: str) -> str:
+    """A Python ``re`` error in PCRE2's words where they differ (``pcre2_compile()``)."""
+    msg = exc.msg
+    if msg.startswith("missing ), unterminated subpattern"):
+        msg = "missing closing parenthesis"
+    elif msg.startswith("unbalanced parenthesis"):
+        msg = "unmatched closing parenthesis"
+    text = f'pcre2_compile() failed: {msg} in "{pattern}"'
+    pos = exc.pos
+    if msg == "unmatched closing parenthesis" and pos is not None and pos < len(pattern):
+        text += f' at "{pattern[pos:]}"'
+    return text
 
 
 def upstream_server(p: Parser, ctx: Ctx, d: Stmt) -> None:
@@ -429,7 +465,7 @@ def server_name(p: Parser, ctx: Ctx, d: Stmt) -> None:
             try:
                 re.compile(_pcre_to_python(name[1:]))
             except re.error as exc:
-                raise d.error(f'pcre2_compile() failed: {exc.msg} in "{name[1:]}"') from None
+                raise d.error(regex_error(exc, name[1:])) from None
         s.server_name.append(name if name.startswith("~") else name.lower())
 
 
@@ -451,7 +487,7 @@ def location(p: Parser, ctx: Ctx, d: Stmt) -> None:
         try:
             regex = re.compile(_pcre_to_python(name), re.IGNORECASE if modifier == "~*" else 0)
         except re.error as exc:
-            raise d.error(f'pcre2_compile() failed: {exc.msg} in "{name}"') from None
+            raise d.error(regex_error(exc, name)) from None
     loc = LocationBuilder(name, modifier, regex, d.file, d.line)
     parent = ctx.location
     if parent is not None:
@@ -508,7 +544,16 @@ def proxy_pass(p: Parser, ctx: Ctx, d: Stmt) -> None:
 
 def proxy_set_header(p: Parser, ctx: Ctx, d: Stmt) -> None:
     name, value = d.args[0].text, d.args[1].text
-    ctx.values.setdefault("proxy_set_header", []).append((name, _variables(ctx, d, value)))
+    try:
+        cv = _variables(ctx, d, value)
+    except ConfigError as exc:
+        # nginx compiles these values when the http block is merged, so it reports a bad
+        # "$" at the line of the "}" that closes http (ngx_http_proxy_merge_loc_conf).
+        assert ctx.http is not None
+        if ctx.http.deferred_error is None:
+            ctx.http.deferred_error = exc.message
+        cv = ComplexValue(value, (value,))
+    ctx.values.setdefault("proxy_set_header", []).append((name, cv))
 
 
 def proxy_http_version(p: Parser, ctx: Ctx, d: Stmt) -> None:
@@ -549,20 +594,18 @@ def proxy_next_upstream(p: Parser, ctx: Ctx, d: Stmt) -> None:
 def keepalive_timeout(p: Parser, ctx: Ctx, d: Stmt) -> None:
     t = parse_time(d.args[0].text)
     if t is None:
-        raise d.error(f'invalid value "{d.args[0].text}"')
+        raise d.error(f'"{d.name}" directive invalid value')
     header = None
     if len(d.args) == 2:
         header = parse_time(d.args[1].text, seconds=True)
         if header is None:
-            raise d.error(f'invalid value "{d.args[1].text}"')
+            raise d.error(f'"{d.name}" directive invalid value')
     _once(ctx, d, (t, header))
 
 
 def large_client_header_buffers(p: Parser, ctx: Ctx, d: Stmt) -> None:
     n, size = d.args[0].text, parse_size(d.args[1].text)
-    if not n.isdigit() or int(n) == 0:
-        raise d.error(f'invalid value "{n}"')
-    if size is None or size == 0:
+    if not n.isdigit() or int(n) == 0 or size is None or size == 0:
         raise d.error(f'"{d.name}" directive invalid value')
     _once(ctx, d, (int(n), size))
 
@@ -588,9 +631,14 @@ def log_format(p: Parser, ctx: Ctx, d: Stmt) -> None:
         if escape not in ("default", "json", "none"):
             raise d.error(f'unknown log format escaping "{escape}"')
         rest = rest[1:]
-    if not rest:
-        raise d.error('invalid number of arguments in "log_format" directive')
-    ctx.http.log_formats[name] = LogFormat(name, escape, _variables(ctx, d, "".join(rest)))
+    try:
+        template = compile_value("".join(rest))
+    except VariableSyntaxError as exc:
+        # ngx_http_log_compile_format words a bad "$" as a parameter error.
+        bad = "$" if "invalid variable name" in str(exc) else str(exc)
+        raise d.error(f'invalid parameter "{bad}"') from None
+    ctx.http.variables_used.extend(template.variables)
+    ctx.http.log_formats[name] = LogFormat(name, escape, template)
 
 
 COMBINED = (
@@ -669,111 +717,62 @@ def _rows(*rows: Directive) -> dict[str, list[Directive]]:
 _ANY = frozenset({MAIN, EVENTS, HTTP, SERVER, LOCATION, UPSTREAM})
 F = frozenset
 
+# fmt: off
 DIRECTIVES: dict[str, list[Directive]] = _rows(
-    # main
     Directive("worker_processes", F({MAIN}), 1, 1, worker_processes, default="1"),
     Directive("pid", F({MAIN}), 1, 1, set_str, default="logs/nginx.pid"),
-    Directive(
-        "error_log",
-        F({MAIN, HTTP, SERVER, LOCATION}),
-        1,
-        2,
-        error_log,
-        default="logs/error.log error",
-    ),
+    Directive("error_log", F({MAIN, HTTP, SERVER, LOCATION}), 1, None, error_log,
+        default="stderr error",
+        note="only the main-level error_log is used; nginx's default is logs/error.log"),
     Directive("worker_shutdown_timeout", F({MAIN}), 1, 1, set_msec, default="(wait forever)"),
     Directive("worker_rlimit_nofile", F({MAIN}), 1, 1, set_num, default="-"),
-    Directive(
-        "daemon",
-        F({MAIN}),
-        1,
-        1,
-        set_flag,
-        default="on",
-        note="wsgate always runs in the foreground",
-    ),
+    Directive("daemon", F({MAIN}), 1, 1, set_flag, default="on",
+        note="wsgate always runs in the foreground"),
     Directive("master_process", F({MAIN}), 1, 1, set_flag, default="on"),
-    Directive(
-        "user",
-        F({MAIN}),
-        1,
-        2,
-        accept,
-        default="nobody nogroup",
-        note="accepted; wsgate does not switch users",
-    ),
+    Directive("user", F({MAIN}), 1, 2, accept, default="nobody nogroup",
+        note="accepted; wsgate does not switch users"),
     Directive("events", F({MAIN}), 0, 0, events, block=True),
     Directive("http", F({MAIN}), 0, 0, http, block=True),
-    # events
-    Directive("worker_connections", F({EVENTS}), 1, 1, set_num, default="512"),
+    Directive("worker_connections", F({EVENTS}), 1, 1, worker_connections, default="512"),
     Directive("use", F({EVENTS}), 1, 1, accept, note="the event loop is uvloop (epoll)"),
     Directive("multi_accept", F({EVENTS}), 1, 1, set_flag, default="off"),
     Directive("accept_mutex", F({EVENTS}), 1, 1, set_flag, default="off"),
-    # http
     Directive("map", F({HTTP}), 2, 2, map_block, block=True),
     Directive("upstream", F({HTTP}), 1, 1, upstream_block, block=True),
     Directive("server", F({HTTP}), 0, 0, server_block, block=True),
     Directive("log_format", F({HTTP}), 2, None, log_format),
-    Directive(
-        "access_log",
-        F({HTTP, SERVER, LOCATION}),
-        1,
-        None,
-        access_log,
-        default="logs/access.log combined",
-    ),
-    # upstream
-    Directive(
-        "server",
-        F({UPSTREAM}),
-        1,
-        None,
-        upstream_server,
-        default="weight=1 max_fails=1 fail_timeout=10",
-    ),
+    Directive("access_log", F({HTTP, SERVER, LOCATION}), 1, None, access_log,
+        default="/dev/stdout combined",
+        note="buffer, flush, gzip and if are accepted, not applied; nginx's default is "
+        "logs/access.log"),
+    Directive("server", F({UPSTREAM}), 1, None, upstream_server,
+        default="weight=1 max_fails=1 fail_timeout=10"),
     Directive("ip_hash", F({UPSTREAM}), 0, 0, not_supported),
     Directive("least_conn", F({UPSTREAM}), 0, 0, not_supported),
     Directive("hash", F({UPSTREAM}), 1, 2, not_supported),
     Directive("random", F({UPSTREAM}), 0, 2, not_supported),
     Directive("keepalive", F({UPSTREAM}), 1, 1, not_supported),
-    # server
     Directive("listen", F({SERVER}), 1, None, listen, default="*:80 | *:8000"),
     Directive("server_name", F({SERVER}), 1, None, server_name, default='""'),
     Directive("location", F({SERVER, LOCATION}), 1, 2, location, block=True),
     Directive("client_header_timeout", SRV_LEVELS, 1, 1, set_msec, default="60s"),
-    Directive(
-        "large_client_header_buffers", SRV_LEVELS, 2, 2, large_client_header_buffers, default="4 8k"
-    ),
+    Directive("large_client_header_buffers", SRV_LEVELS, 2, 2, large_client_header_buffers,
+        default="4 8k"),
     Directive("underscores_in_headers", SRV_LEVELS, 1, 1, set_flag, default="off"),
     Directive("ignore_invalid_headers", SRV_LEVELS, 1, 1, set_flag, default="on"),
-    # location-level (http, server, location)
     Directive("proxy_pass", F({LOCATION}), 1, 1, proxy_pass),
-    Directive(
-        "proxy_set_header",
-        LOC_LEVELS,
-        2,
-        2,
-        proxy_set_header,
-        default="Host $proxy_host; Connection close",
-    ),
+    Directive("proxy_set_header", LOC_LEVELS, 2, 2, proxy_set_header,
+        default="Host $proxy_host; Connection close"),
     Directive("proxy_http_version", LOC_LEVELS, 1, 1, proxy_http_version, default="1.0"),
     Directive("proxy_connect_timeout", LOC_LEVELS, 1, 1, set_msec, default="60s"),
     Directive("proxy_read_timeout", LOC_LEVELS, 1, 1, set_msec, default="60s"),
     Directive("proxy_send_timeout", LOC_LEVELS, 1, 1, set_msec, default="60s"),
     Directive("proxy_buffer_size", LOC_LEVELS, 1, 1, set_size, default="4k"),
-    Directive(
-        "proxy_buffering",
-        LOC_LEVELS,
-        1,
-        1,
-        set_flag,
-        default="on",
-        note="wsgate streams responses with back-pressure in either mode",
-    ),
+    Directive("proxy_buffering", LOC_LEVELS, 1, 1, set_flag, default="on",
+        note="wsgate streams responses with back-pressure in either mode"),
     Directive("proxy_pass_request_headers", LOC_LEVELS, 1, 1, set_flag, default="on"),
-    Directive(
-        "proxy_next_upstream", LOC_LEVELS, 1, None, proxy_next_upstream, default="error timeout"
-    ),
+    Directive("proxy_next_upstream", LOC_LEVELS, 1, None, proxy_next_upstream,
+        default="error timeout"),
     Directive("proxy_next_upstream_tries", LOC_LEVELS, 1, 1, set_num, default="0"),
     Directive("proxy_next_upstream_timeout", LOC_LEVELS, 1, 1, set_msec, default="0"),
     Directive("send_timeout", LOC_LEVELS, 1, 1, set_msec, default="60s"),
@@ -781,45 +780,19 @@ DIRECTIVES: dict[str, list[Directive]] = _rows(
     Directive("keepalive_requests", LOC_LEVELS, 1, 1, set_num, default="1000"),
     Directive("client_max_body_size", LOC_LEVELS, 1, 1, set_offset, default="1m"),
     Directive("client_body_timeout", LOC_LEVELS, 1, 1, set_msec, default="60s"),
-    Directive(
-        "server_tokens",
-        LOC_LEVELS,
-        1,
-        1,
-        server_tokens,
-        default="on",
-        note='the token is "wsgate/VERSION" instead of "nginx/VERSION"',
-    ),
-    Directive(
-        "sendfile",
-        LOC_LEVELS,
-        1,
-        1,
-        set_flag,
-        default="off",
-        note="accepted; wsgate serves no files",
-    ),
+    Directive("server_tokens", LOC_LEVELS, 1, 1, server_tokens, default="on",
+        note='the token is "wsgate/VERSION" instead of "nginx/VERSION"'),
+    Directive("sendfile", LOC_LEVELS, 1, 1, set_flag, default="off",
+        note="accepted; wsgate serves no files"),
     Directive("tcp_nopush", LOC_LEVELS, 1, 1, set_flag, default="off", note="accepted"),
-    Directive(
-        "tcp_nodelay",
-        LOC_LEVELS,
-        1,
-        1,
-        set_flag,
-        default="on",
-        note="wsgate always sets TCP_NODELAY",
-    ),
+    Directive("tcp_nodelay", LOC_LEVELS, 1, 1, set_flag, default="on",
+        note="wsgate always sets TCP_NODELAY"),
     Directive("return", F({SERVER, LOCATION}), 1, 2, return_),
-    Directive(
-        "add_header",
-        LOC_LEVELS,
-        2,
-        3,
-        add_header,
-        note="added to 200, 201, 204, 206, 301, 302, 303, 304, 307, 308 (any with always)",
-    ),
+    Directive("add_header", LOC_LEVELS, 2, 3, add_header,
+        note="added to 200, 201, 204, 206, 301, 302, 303, 304, 307, 308 (any with always)"),
     Directive("if", F({SERVER, LOCATION}), 1, None, not_supported, block=True),
 )
+# fmt: on
 
 
 def render_reference() -> str:

@@ -89,7 +89,7 @@ def compile_value(text: str) -> ComplexValue:
                 raise VariableSyntaxError(f'the closing bracket in "{name}" variable is missing')
             i += 1
         if not name:
-            raise VariableSyntaxError(f'invalid variable name in "{text}"')
+            raise VariableSyntaxError("invalid variable name")
         if literal:
             parts.append("".join(literal))
             literal = []
