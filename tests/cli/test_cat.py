@@ -1,7 +1,9 @@
 """``wsgate cat``: wscat 6.1.0's connect mode, driven through pipes, a pty and in-process.
 
-Servers are ``python -m wsgate echo`` processes on free ports (``running`` waits for the
-port). Expected strings come from docs/peers.md, "wscat exact behaviour".
+Subprocess tests run ``python -m wsgate cat`` against ``python -m wsgate echo`` on free ports
+(``running`` waits for the port). In-process tests run the :func:`wsgate.cat.client.cat`
+coroutine against :func:`wsgate.echo.server.serve_echo` on the test's loop, with stdin on a
+pipe. Expected strings come from docs/peers.md, "wscat exact behaviour", and wscat's source.
 """
 
 from __future__ import annotations
@@ -12,8 +14,10 @@ import os
 import pty
 import select
 import signal
+import ssl
 import subprocess
 import sys
+import threading
 import time
 import tty
 from collections.abc import Iterator
@@ -21,8 +25,10 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+import trustme
+from websockets.asyncio.server import ServerConnection, serve
 
-from tests.support.ports import free_port
+from tests.support.ports import free_port, free_ports
 from tests.support.procs import running, wsgate_cmd
 from wsgate.cat.client import CatOptions, cat
 from wsgate.cat.terminal import (
@@ -224,6 +230,42 @@ def test_ctrl_c_exits_0() -> None:
                 proc.communicate()
 
 
+# --- the echo server as a process ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_echo_process_stops_cleanly(signum: signal.Signals) -> None:
+    ports = free_ports(2)
+    cmd = wsgate_cmd(
+        "echo", "--host", "127.0.0.1", "--port", str(ports[0]), "--port", str(ports[1])
+    )
+    with running(cmd, ports=ports) as proc:
+        for port in ports:
+            out = wsgate_cat("-c", f"ws://127.0.0.1:{port}", stdin=f"to {port}\n".encode())
+            assert out.stdout == f"Server received from client: to {port}\n"
+        proc.send_signal(signum)
+        stdout, stderr = proc.communicate(timeout=TIMEOUT)
+    assert (proc.returncode, stderr) == (0, b"")
+    assert stdout.decode().splitlines() == [
+        "Server started",
+        *(f"Received from client: to {port}" for port in ports),
+    ]
+
+
+def test_echo_process_port_in_use() -> None:
+    with echo_server() as port:
+        out = subprocess.run(
+            wsgate_cmd("echo", "--host", "127.0.0.1", "--port", str(port)),
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=TIMEOUT,
+            check=False,
+        )
+    assert (out.returncode, out.stdout) == (1, "")
+    assert out.stderr.startswith(f"wsgate echo: cannot listen on 127.0.0.1:{port}: ")
+
+
 # --- TTY: stdout on a pseudo-terminal ----------------------------------------------------
 
 
@@ -313,6 +355,14 @@ class Output(io.StringIO):
             await self.changed.wait()
 
 
+def join_stdin_readers() -> None:
+    """Wait for cat's stdin threads to end, so that their pipe can be closed safely."""
+    for thread in threading.enumerate():
+        if thread.name == "wsgate-cat-stdin":
+            thread.join(timeout=TIMEOUT)
+            assert not thread.is_alive()
+
+
 async def run_cat(
     options: CatOptions, *, on_tty: bool, lines: bytes | None
 ) -> tuple[int, str, str]:
@@ -329,9 +379,11 @@ async def run_cat(
             write_end = -1
             rc = await cat(options, terminal, stdin_fd=read_end)
         finally:
-            os.close(read_end)
             if write_end >= 0:
                 os.close(write_end)
+                write_end = -1
+            join_stdin_readers()
+            os.close(read_end)
     return rc, out.getvalue(), err.getvalue()
 
 
@@ -403,6 +455,7 @@ async def test_cat_coroutine_stop_acts_as_ctrl_c() -> None:
         assert out.getvalue() == "Server received from client: hi\n"
     finally:
         os.close(write_end)  # lets the reader thread see EOF and end
+        join_stdin_readers()
         os.close(read_end)
         stop_server.set()
         await task
@@ -435,3 +488,28 @@ def test_print_rules(
     terminal = Terminal(stdout, stderr, tty=on_tty, color=color, execute=execute)
     terminal.print(kind, "m", BLUE)
     assert (stdout.getvalue(), stderr.getvalue()) == (out, err)
+
+
+async def test_wss_ca_and_no_check(tmp_path: Path) -> None:
+    ca = trustme.CA()
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(server_context)
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+
+    async def reply(ws: ServerConnection) -> None:
+        async for message in ws:
+            assert isinstance(message, str)
+            await ws.send(f"tls: {message}")
+
+    async with serve(reply, "127.0.0.1", 0, ssl=server_context) as server:
+        port = server.sockets[0].getsockname()[1]
+        url = f"wss://127.0.0.1:{port}"
+        trusted = CatOptions(url=url, execute=("hi",), wait=0.5, ca=str(ca_file))
+        assert await run_cat(trusted, on_tty=False, lines=None) == (0, "tls: hi\n", "")
+        unchecked = CatOptions(url=url, execute=("hi",), wait=0.5, check=False)
+        assert await run_cat(unchecked, on_tty=False, lines=None) == (0, "tls: hi\n", "")
+        untrusted = CatOptions(url=url, execute=("hi",), wait=0.5)
+        rc, out, err = await run_cat(untrusted, on_tty=False, lines=None)
+        assert (rc, out) == (255, "")
+        assert err.startswith("error: ") and "certificate" in err

@@ -111,6 +111,7 @@ def test_wscat_against_wsgate_echo() -> None:
             ]
         )
         log = stop_and_read(server)
+        assert server.returncode == 0  # SIGTERM stops wsgate echo cleanly
     assert (rc, err) == (0, "")
     assert out == (
         "Server received from client: Hello\n"

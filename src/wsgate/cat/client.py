@@ -200,11 +200,11 @@ class _Target:
 
 def _parse_target(options: CatOptions) -> _Target:
     """Validate the URL the way ws' ``initAsClient`` does; raise :class:`CatError` if bad."""
-    url = normalize_url(options.url)
+    url = normalized = normalize_url(options.url)
     try:
         parts = urllib.parse.urlsplit(url)
     except ValueError:
-        raise CatError(f"Invalid URL: {url}") from None
+        raise CatError(f"Invalid URL: {normalized}") from None
     scheme = parts.scheme.lower()
     # ws: http: and https: are accepted and mean ws: and wss:.
     scheme = {"http": "ws", "https": "wss"}.get(scheme, scheme)
@@ -216,7 +216,7 @@ def _parse_target(options: CatOptions) -> _Target:
     try:
         uri = parse_uri(url)
     except (InvalidURI, ValueError):
-        raise CatError(f"Invalid URL: {options.url}") from None
+        raise CatError(f"Invalid URL: {normalized}") from None
 
     # The Host header comes from the URI websockets is given, while the socket goes to `uri`:
     # so --host (or -H Host:...) is applied by rewriting the authority of the handshake URI.
@@ -259,15 +259,23 @@ def _handshake_headers(options: CatOptions) -> list[tuple[str, str]]:
 
 def _ssl_context(options: CatOptions) -> ssl.SSLContext:
     """TLS settings for ``wss://``: --ca, --cert/--key/--passphrase, -n/--no-check."""
+    context = ssl.create_default_context()
+    if not options.check:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    path = options.ca
     try:
-        context = ssl.create_default_context(cafile=options.ca)
-        if not options.check:
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE
+        if options.ca is not None:
+            context.load_verify_locations(cafile=options.ca)
         if options.cert is not None:
+            path = options.cert
             context.load_cert_chain(options.cert, options.key, password=options.passphrase)
-    except (OSError, ssl.SSLError) as exc:
-        raise CatError(str(exc)) from exc
+    except ssl.SSLError as exc:
+        raise CatError(exc.reason or str(exc)) from exc
+    except OSError as exc:
+        # node's fs.readFileSync wording: "ENOENT: no such file or directory, open 'x'"
+        reason = (exc.strerror or str(exc)).lower()
+        raise CatError(f"{_node_code(exc)}: {reason}, open '{exc.filename or path}'") from exc
     return context
 
 
@@ -387,10 +395,10 @@ async def _connect(options: CatOptions, target: _Target) -> _CatConnection:
 
     Returns the open connection; the caller must close it. Raises :class:`CatError`.
     """
-    sock = await _open_socket(target.uri.host, target.uri.port)
     tls: dict[str, Any] = {}
     if target.uri.secure:
         tls = {"ssl": _ssl_context(options), "server_hostname": target.uri.host}
+    sock = await _open_socket(target.uri.host, target.uri.port)
     try:
         connection = await connect(
             target.handshake_uri,
@@ -560,6 +568,9 @@ class _Session:
             if code is None:
                 self.terminal.error("First argument must be a valid error code number")
                 return True
+            if len(reason.encode()) > 123:  # RFC 6455 section 5.5: 125 bytes with the code
+                self.terminal.error("The message must not be greater than 123 bytes")
+                return True
             try:
                 await self.connection.close(code, reason)
             except ProtocolError:
@@ -654,9 +665,9 @@ async def cat(
             async with asyncio.timeout(INTERRUPT_CLOSE_TIMEOUT):
                 await connection.close()
         connection.transport.abort()
-    elif not receiver.done():
-        # The driver returned: it has closed the connection already, or it failed (then its
-        # error is re-raised below, after the connection is closed).
+    else:
+        # Idempotent: a no-op when the peer or the driver closed the connection; otherwise a
+        # task failed (say, stdout became a broken pipe) and its error is re-raised below.
         await connection.close()
     await connection.wait_closed()
     await asyncio.wait({receiver})
@@ -741,5 +752,13 @@ def run(args: argparse.Namespace) -> int:
     except (OSError, ValueError, io.UnsupportedOperation):
         tty = False
     terminal = Terminal(stdout, stderr, tty=tty, color=options.color, execute=bool(options.execute))
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        return runner.run(_main(options, terminal, stdin_fd))
+    try:
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            return runner.run(_main(options, terminal, stdin_fd))
+    except BrokenPipeError:
+        # stdout's reader went away (`wsgate cat ... | head -1`): end quietly, and keep the
+        # interpreter's final flush from failing again.
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, stdout.fileno())
+        os.close(null)
+        return 0

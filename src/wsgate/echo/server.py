@@ -102,8 +102,12 @@ class _EchoHandler:
     def _log(self, message: Data) -> None:
         # server.js: console.log('Received from client: %s', message)
         shown = message if isinstance(message, str) else f"<binary {len(message)} bytes>"
-        self.out.write(f"Received from client: {shown}\n")
-        self.out.flush()
+        try:
+            self.out.write(f"Received from client: {shown}\n")
+            self.out.flush()
+        except BrokenPipeError:
+            # Whoever read the log went away (`wsgate echo | head`): keep serving, unlogged.
+            self.quiet = True
 
     def _reply(self, message: Data) -> Data | None:
         if self.mode is Mode.DISCARD:
@@ -235,7 +239,7 @@ async def serve_echo(
             await stop.wait()
 
 
-async def _main(args: argparse.Namespace) -> int:
+async def _main(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -250,9 +254,11 @@ async def _main(args: argparse.Namespace) -> int:
             max_size=max_size or None,
             compression=args.compression,
             stop=stop,
+            out=out,
         )
     except ListenError as exc:
-        sys.stderr.write(f"wsgate echo: {exc}\n")
+        err.write(f"wsgate echo: {exc}\n")
+        err.flush()
         return 1
     finally:
         for signum in (signal.SIGINT, signal.SIGTERM):
@@ -276,6 +282,19 @@ def _reserve_standard_fds() -> None:
                 os.close(null)
 
 
+def _output_stream(stream: TextIO | None, fd: int) -> TextIO:
+    """``sys.stdout``/``sys.stderr``, or a stream on ``fd`` when Python started without one.
+
+    A text message the encoding cannot represent is written with backslash escapes rather
+    than failing the connection handler.
+    """
+    if stream is None:  # fd was closed at startup; _reserve_standard_fds reopened it
+        return open(fd, "w", encoding="utf-8", errors="backslashreplace", closefd=False)
+    if isinstance(stream, io.TextIOWrapper):
+        stream.reconfigure(errors="backslashreplace")
+    return stream
+
+
 def run(args: argparse.Namespace) -> int:
     """Run ``wsgate echo`` with options parsed by :func:`wsgate.cli.echo.add_arguments`.
 
@@ -284,8 +303,7 @@ def run(args: argparse.Namespace) -> int:
     run the server inside an existing loop use :func:`serve_echo` instead.
     """
     _reserve_standard_fds()
-    if isinstance(sys.stdout, io.TextIOWrapper):
-        # A text message the terminal's encoding cannot show must not kill the handler.
-        sys.stdout.reconfigure(errors="backslashreplace")
+    out = _output_stream(sys.stdout, 1)
+    err = _output_stream(sys.stderr, 2)
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        return runner.run(_main(args))
+        return runner.run(_main(args, out, err))
