@@ -215,15 +215,24 @@ class Downstream(asyncio.Protocol):
                 # First byte of a request: the keep-alive wait becomes the header timeout.
                 self._arm(self.default_server.client_header_timeout, self._header_timed_out)
             self.buf += data
-            self._parse_heads()
+            self._guarded(self._parse_heads)
         elif state == BODY:
-            self._feed_body(data)
+            self._guarded(self._feed_body, data)
         elif state in (WAIT, RESPONSE):
             self.buf += data
             if len(self.buf) > WAIT_BUFFER_LIMIT and not self.paused_reading:
                 assert self.transport is not None
                 self.transport.pause_reading()
                 self.paused_reading = True
+
+    def _guarded(self, step: Callable[..., None], *args: bytes) -> None:
+        """Run a parsing step; a bug costs this connection only, never the worker."""
+        try:
+            step(*args)
+        except Exception as exc:
+            self._log_client("alert", f"unexpected error: {exc!r}", "reading client request")
+            if self.transport is not None:
+                self.transport.abort()
 
     def _resume_reading(self) -> None:
         if self.paused_reading and self.transport is not None:
