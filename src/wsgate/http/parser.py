@@ -105,6 +105,27 @@ def _framing(headers: list[tuple[str, str]]) -> tuple[int | None, bool]:
     return content_length, chunked
 
 
+def _keep_alive(version: str, headers: list[tuple[str, str]]) -> bool:
+    # ngx_http_process_connection: each Connection line sets the type ("close" is looked
+    # for first, then "keep-alive"); HTTP/1.1 keeps alive unless "close", 1.0 only if asked.
+    kind = ""
+    for n, v in headers:
+        if n.lower() == "connection":
+            low = v.lower()
+            if "close" in low:
+                kind = "close"
+            elif "keep-alive" in low:
+                kind = "keep-alive"
+    if version == "1.1":
+        return kind != "close"
+    return kind == "keep-alive"
+
+
+def _escape_high_bytes(line: bytes) -> bytes:
+    """Percent-encode bytes >= 0x80 so that llhttp accepts a target nginx accepts."""
+    return b"".join(b"%%%02X" % b if b >= 0x80 else bytes((b,)) for b in line)
+
+
 def parse_request_head(head: bytes) -> RequestHead:
     """Parse one complete request head (request line, headers, blank line).
 
@@ -112,10 +133,17 @@ def parse_request_head(head: bytes) -> RequestHead:
         HTTPError: malformed (400), or an unsupported transfer coding (501), in nginx's
             statuses.
     """
+    line_end = head.find(b"\r\n")
+    request_line = head[:line_end]
+    fed = head
+    if any(b >= 0x80 for b in request_line):
+        # nginx passes raw UTF-8 (any byte >= 0x80) in the target; llhttp refuses it. The
+        # parser sees an escaped copy; the target and $request keep the bytes as sent.
+        fed = _escape_high_bytes(request_line) + head[line_end:]
     c = _Collector()
     p = httptools.HttpRequestParser(c)
     try:
-        p.feed_data(head)
+        p.feed_data(fed)
     except httptools.HttpParserUpgrade:
         pass
     except httptools.HttpParserInvalidMethodError as exc:
@@ -132,17 +160,19 @@ def parse_request_head(head: bytes) -> RequestHead:
     headers = [(n.decode("latin-1"), v.decode("latin-1")) for n, v in c.headers]
     content_length, chunked = _framing(headers)
     method = p.get_method().decode("latin-1")
-    target = c.url.decode("latin-1")
-    line_end = head.find(b"\r\n")
+    if fed is head:
+        target = c.url.decode("latin-1")
+    else:
+        target = request_line.split(b" ")[1].decode("latin-1")
     return RequestHead(
         method=method,
         target=target,
         version=version,
         headers=headers,
-        request_line=head[:line_end].decode("latin-1"),
+        request_line=request_line.decode("latin-1"),
         content_length=None if chunked else content_length,
         chunked=chunked,
-        keep_alive=bool(p.should_keep_alive()),
+        keep_alive=_keep_alive(version, headers),
         raw_length=len(head),
     )
 

@@ -57,6 +57,7 @@ def build_response_head(
     chunked: bool,
     connection: str,
     keepalive_header: float | None = None,
+    location: str | None = None,
 ) -> bytes:
     """Return the head for the client.
 
@@ -67,6 +68,8 @@ def build_response_head(
         content_length: sent as ``Content-Length`` when not ``None``.
         chunked: the body is re-chunked for the client.
         connection: ``upgrade``, ``keep-alive`` or ``close``.
+        location: a ``Location`` wsgate made absolute, printed in nginx's own place for it
+            (other ``Location`` headers stay in ``headers`` order).
     """
     out = [status_line(status, reason).decode("latin-1"), f"Server: {server}\r\n"]
     out.append(f"Date: {http_date()}\r\n")
@@ -77,6 +80,8 @@ def build_response_head(
         out.append(f"Content-Length: {content_length}\r\n")
     if "last-modified" in moved:
         out.append(f"Last-Modified: {moved['last-modified'][1]}\r\n")
+    if location is not None:
+        out.append(f"Location: {location}\r\n")
     if chunked:
         out.append("Transfer-Encoding: chunked\r\n")
     out.append(f"Connection: {connection}\r\n")

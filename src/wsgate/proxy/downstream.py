@@ -63,6 +63,45 @@ _NON_IDEMPOTENT = frozenset({"POST", "LOCK", "PATCH"})
 _NODELAY_FAMILIES = (socket.AF_INET, socket.AF_INET6)
 
 
+class Rejected(HTTPError):
+    """A request refused while reading it; ``stage`` is where nginx stops reading."""
+
+    def __init__(self, message: str, status: int, stage: str) -> None:
+        super().__init__(message, status)
+        self.stage = stage
+
+
+def loose_head(raw: bytes) -> RequestHead:
+    """A best-effort head for logging a request that failed to parse."""
+    lines = raw.split(b"\r\n")
+    first = lines[0].decode("latin-1")
+    parts = first.split(" ")
+    headers = []
+    for line in lines[1:]:
+        name, sep, value = line.partition(b":")
+        if sep:
+            headers.append((name.decode("latin-1"), value.strip(b" \t").decode("latin-1")))
+    return RequestHead(
+        method=parts[0],
+        target=parts[1] if len(parts) > 1 else "",
+        version=parts[2][5:] if len(parts) > 2 else "1.0",
+        headers=headers,
+        request_line=first,
+        content_length=None,
+        chunked=False,
+        keep_alive=False,
+        raw_length=len(raw),
+    )
+
+
+def _offset_after_line(raw: bytes, index: int) -> int:
+    """Offset just past line ``index`` (0 = the request line) of ``raw``."""
+    pos = 0
+    for _ in range(index + 1):
+        pos = raw.index(b"\r\n", pos) + 2
+    return pos
+
+
 @dataclass(slots=True)
 class Request:
     """One request on its way through the proxy."""
@@ -76,6 +115,7 @@ class Request:
     body: bytes | None = None
     keep_alive: bool = True
     started: float = 0.0  # loop time of the first attempt (proxy_next_upstream_timeout)
+    continue_sent: int = 0  # bytes of an interim "100 Continue" (counted in $bytes_sent)
 
 
 def _nodelay(transport: asyncio.BaseTransport) -> None:
@@ -101,6 +141,7 @@ class Downstream(asyncio.Protocol):
         self.body_parts: list[bytes] = []
         self.body_remaining = 0
         self.body_size = 0
+        self.body_wire = 0
         self.decoder: ChunkedDecoder | None = None
         self.paused_reading = False
         self.client_paused = False
@@ -268,8 +309,11 @@ class Downstream(asyncio.Protocol):
             self.conn.requests += 1
             try:
                 request = self._new_request(head_bytes)
+            except Rejected as exc:
+                self._reject(exc.status, exc.message, head_bytes, exc.stage)
+                return
             except HTTPError as exc:
-                self._reject(exc.status, exc.message)
+                self._reject(exc.status, exc.message, head_bytes)
                 return
             self.request = request
             self._start_body(request)
@@ -282,11 +326,11 @@ class Downstream(asyncio.Protocol):
         assert server is not None
         target = parse_target(head.target)
         if target is None:
-            raise HTTPError("client sent invalid request", 400)
+            raise Rejected("client sent invalid request", 400, "line")
         uri, args, target_host = target
         hosts = [v for n, v in head.headers if n.lower() == "host"]
         if len(hosts) > 1:
-            raise HTTPError("client sent duplicate host header", 400)
+            raise Rejected("client sent duplicate host header", 400, "host")
         raw_host = target_host if target_host is not None else (hosts[0] if hosts else None)
         host: str | None = None
         if raw_host is not None:
@@ -338,13 +382,28 @@ class Downstream(asyncio.Protocol):
             )
             self._respond_error(request, 413)
             return
+        found = request.found
+        proxied = (
+            found.match is not Match.REDIRECT
+            and found.location is not None
+            and found.location.return_ is None
+            and found.location.proxy_pass is not None
+        )
+        if (
+            proxied
+            and head.version == "1.1"
+            and (head.header("expect") or "").lower() == ("100-continue")
+        ):
+            # ngx_http_test_expect: the proxy reads the (maybe empty) body of every request
+            # it passes on, and first answers "Expect: 100-continue" with an interim 100.
+            assert self.transport is not None
+            self.transport.write(_CONTINUE)
+            request.continue_sent = len(_CONTINUE)
         if head.content_length or head.chunked:
-            if (head.header("expect") or "").lower() == "100-continue" and head.version == "1.1":
-                assert self.transport is not None
-                self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
             self.state = BODY
             self.body_parts = []
             self.body_size = 0
+            self.body_wire = 0
             self.body_remaining = head.content_length or 0
             self.decoder = ChunkedDecoder() if head.chunked else None
             self._arm(loc.client_body_timeout, self._body_timed_out)
@@ -369,6 +428,7 @@ class Downstream(asyncio.Protocol):
                 return
             self.body_parts.extend(pieces)
             self.body_size += sum(len(p) for p in pieces)
+            self.body_wire += len(data) - len(self.decoder.leftover)
             limit = loc.client_max_body_size
             if limit and self.body_size > limit:
                 self.worker.error_log.log(
@@ -386,12 +446,14 @@ class Downstream(asyncio.Protocol):
             self.body_parts.append(piece)
             self.body_remaining -= len(piece)
             self.body_size += len(piece)
+            self.body_wire += len(piece)
             if self.body_remaining > 0:
                 return
             self.buf += data[len(piece) :]
         self._disarm()
         request.body = b"".join(self.body_parts)
-        request.rv.request_length = request.head.raw_length + self.body_size
+        # $request_length counts the body as it came on the wire (chunk framing included).
+        request.rv.request_length = request.head.raw_length + self.body_wire
         self.body_parts = []
         self._dispatch(request)
 
@@ -451,13 +513,20 @@ class Downstream(asyncio.Protocol):
         body: bytes,
         *,
         content_type: str = "text/html",
-        extra: list[tuple[str, str]] | None = None,
+        location: str | None = None,
         keep_alive: bool = True,
     ) -> None:
         loc = request.found.location or request.server.defaults
         keep = keep_alive and request.keep_alive and not self.worker.closing
         headers = [("Content-Type", content_type)] if body or status >= 300 else []
-        headers.extend(extra or [])
+        special_location = None
+        if location is not None:
+            if location.startswith("/"):
+                # ngx_http_header_filter: a relative Location is made absolute and printed
+                # in its own place (absolute_redirect, port_in_redirect on).
+                special_location = self._absolute(request, location)
+            else:
+                headers.append(("Location", location))
         headers.extend(self._added_headers(request, loc, status))
         head = build_response_head(
             status=status,
@@ -468,6 +537,7 @@ class Downstream(asyncio.Protocol):
             chunked=False,
             connection="keep-alive" if keep else "close",
             keepalive_header=loc.keepalive_header if keep else None,
+            location=special_location,
         )
         if request.head.method == "HEAD":
             body = b""
@@ -504,16 +574,18 @@ class Downstream(asyncio.Protocol):
             request, 400 if status == 494 else status, body, keep_alive=keep_alive
         )
 
-    def _redirect(self, request: Request, loc: LocationConf) -> None:
-        # §4.3: 301 to the location name, absolute (absolute_redirect, port_in_redirect).
+    def _absolute(self, request: Request, path: str) -> str:
         conn = self.conn
         assert conn is not None
-        host = request.rv.host
-        port = "" if conn.server_port == 80 else f":{conn.server_port}"
+        default = 443 if conn.scheme == "https" else 80
+        port = "" if conn.server_port == default else f":{conn.server_port}"
+        return f"{conn.scheme}://{request.rv.host}{port}{path}"
+
+    def _redirect(self, request: Request, loc: LocationConf) -> None:
+        # §4.3: 301 to the location name with the query string.
         target = escape_uri(loc.name) + (f"?{request.rv.args}" if request.rv.args else "")
-        location = f"{conn.scheme}://{host}{port}{target}"
         body = error_page(301, self._server_token(loc))
-        self._simple_response(request, 301, body, extra=[("Location", location)])
+        self._simple_response(request, 301, body, location=target)
 
     def _return(self, request: Request, loc: LocationConf) -> None:
         assert loc.return_ is not None
@@ -521,7 +593,7 @@ class Downstream(asyncio.Protocol):
         value = request.rv.evaluate(text) if text is not None else None
         if code in (301, 302, 303, 307, 308) and value is not None:
             body = error_page(code, self._server_token(loc))
-            self._simple_response(request, code, body, extra=[("Location", value)])
+            self._simple_response(request, code, body, location=value)
         elif value is not None:
             self._simple_response(
                 request,
@@ -534,8 +606,15 @@ class Downstream(asyncio.Protocol):
         else:
             self._simple_response(request, code, b"")
 
-    def _reject(self, status: int, message: str) -> None:
-        """Answer a request nginx refuses while reading it, then close (400, 414, ...)."""
+    def _reject(
+        self, status: int, message: str, raw: bytes | None = None, stage: str = "head"
+    ) -> None:
+        """Answer a request nginx refuses while reading it, then close (400, 414, ...).
+
+        ``raw`` is the request head when it was complete: the refusal is then also written
+        to the access log; ``stage`` says where nginx would have stopped reading it
+        (``line``, ``host`` or ``head``).
+        """
         assert self.conn is not None and self.transport is not None
         server = self.default_server
         assert server is not None
@@ -558,6 +637,50 @@ class Downstream(asyncio.Protocol):
         self.transport.write(head + body)
         self.state = CLOSED
         self.transport.close()
+        if raw is not None:
+            self._log_rejected(server, raw, stage, sent_status, len(head), len(body))
+
+    def _log_rejected(
+        self,
+        server: ServerConf,
+        raw: bytes,
+        stage: str,
+        status: int,
+        head_size: int,
+        body_size: int,
+    ) -> None:
+        """The access-log line nginx writes for a request it refused while reading it.
+
+        nginx stops at the line it refuses: a bad request line leaves no headers and a
+        ``$request_length`` of that line; a second ``Host`` stops after that header.
+        """
+        assert self.conn is not None
+        head = loose_head(raw)
+        length = len(raw)
+        if stage == "line":
+            head.headers = []
+            length = raw.find(b"\r\n") + 2
+        elif stage == "host":
+            hosts = [i for i, (n, _) in enumerate(head.headers) if n.lower() == "host"]
+            head.headers = head.headers[: hosts[1] + 1]
+            length = _offset_after_line(raw, hosts[1] + 1)
+        host = head.header("host")
+        rv = RequestVars(
+            head,
+            self.conn,
+            server,
+            self.worker.http.maps,
+            host=(normalize_host(host) if host else None) or server.server_name[0],
+            uri="",
+            args="",
+            start=time.time(),
+        )
+        rv.request_length = length
+        rv.status = status
+        rv.bytes_sent = head_size + body_size
+        rv.body_bytes_sent = body_size
+        rv.end_time = time.time()
+        self.worker.access_logs.write(server.defaults.access_log, rv)
 
     def _log_client(self, level: str, message: str, action: str) -> None:
         assert self.conn is not None and self.default_server is not None
@@ -1015,7 +1138,6 @@ class Downstream(asyncio.Protocol):
                 )
             rv.body_bytes_sent = tunnel.upstream.nbytes
             rv.bytes_sent = header_size + tunnel.upstream.nbytes
-            rv.request_length = request.head.raw_length + tunnel.client.nbytes
             rv.upstream_status.append("101")
             rv.upstream_response_time.append(self.loop.time() - t0)
             pick.free(peer, Outcome.SUCCESS, self.loop.time())
@@ -1045,6 +1167,8 @@ class Downstream(asyncio.Protocol):
         if rv.end_time:
             return
         rv.end_time = time.time()
+        rv.bytes_sent += request.continue_sent
+        rv.body_bytes_sent += request.continue_sent
         loc = request.found.location or request.server.defaults
         self.worker.access_logs.write(loc.access_log, rv)
 
@@ -1075,6 +1199,8 @@ class Downstream(asyncio.Protocol):
         else:
             self._arm(loc.keepalive_timeout, self._keepalive_timed_out)
 
+
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 _ADD_HEADER_STATUSES = frozenset({200, 201, 204, 206, 301, 302, 303, 304, 307, 308})
 

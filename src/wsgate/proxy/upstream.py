@@ -135,10 +135,12 @@ class UpstreamProtocol(asyncio.Protocol):
     def _write(self, data: bytes) -> None:
         assert self.client is not None
         if self.rechunk:
-            self.client.write(b"%x\r\n%b\r\n" % (len(data), data))
+            framed = b"%x\r\n%b\r\n" % (len(data), data)
+            self.client.write(framed)
+            self.body_bytes += len(framed)  # $body_bytes_sent counts the chunk framing
         else:
             self.client.write(data)
-        self.body_bytes += len(data)
+            self.body_bytes += len(data)
 
     def _relay(self, data: bytes) -> None:
         if self.done.done() or not data:
@@ -170,6 +172,7 @@ class UpstreamProtocol(asyncio.Protocol):
     def _end_chunks(self) -> None:
         if self.rechunk and self.client is not None:
             self.client.write(b"0\r\n\r\n")
+            self.body_bytes += 5
 
     def _finish_eof(self) -> None:
         if self.done.done():
