@@ -738,8 +738,16 @@ class Downstream(asyncio.Protocol):
         )
         if body:
             req_bytes += body
+        group = worker.http.upstreams[pp.upstream]
+        # The balancer sees the client address (ip_hash) and the evaluated `hash` key.
+        key = (
+            rv.evaluate(group.hash_key).encode("utf-8", "surrogateescape")
+            if group.hash_key
+            else b""
+        )
         pick = balancer.pick(
-            RequestInfo(remote_addr=rv.conn.remote_addr), loc.proxy_next_upstream_tries
+            RequestInfo(remote_addr=rv.conn.remote_addr, hash_key=key),
+            loc.proxy_next_upstream_tries,
         )
         request.started = self.loop.time()
         status = 502
