@@ -81,7 +81,8 @@ def finish(parsed: Parsed) -> MainConf:
         worker_processes=v.get("worker_processes", 1),
         worker_shutdown_timeout=v.get("worker_shutdown_timeout"),
         worker_rlimit_nofile=v.get("worker_rlimit_nofile"),
-        pid=v.get("pid", "logs/nginx.pid"),
+        master_process=v.get("master_process", True),
+        pid=v.get("pid"),
         error_log=tuple(v.get("error_log", [("stderr", "error")])),
     )
 

@@ -221,5 +221,6 @@ class MainConf:
     worker_processes: int = 1
     worker_shutdown_timeout: float | None = None
     worker_rlimit_nofile: int | None = None
-    pid: str = "logs/nginx.pid"
+    master_process: bool = True
+    pid: str | None = None  # None: not configured (the supervisor uses logs/nginx.pid)
     error_log: tuple[tuple[str, str], ...] = (("logs/error.log", "error"),)
