@@ -246,3 +246,31 @@ async def test_slow_reader_does_not_grow_proxy_memory(tmp_path: Path) -> None:
             )
             assert buffered < 4 << 20
             sock.close()
+
+
+async def test_worker_connections_counts_a_tunnel_twice(tmp_path: Path) -> None:
+    """worker_connections 3: one tunnel (2) plus one idle client (1) fill the worker."""
+    port = free_port()
+    async with RecordingBackend("a") as backend:
+        conf = article_conf(port, [backend.port]).replace(
+            "worker_connections 1024;", "worker_connections 3;"
+        )
+        async with proxy_in_process(conf, tmp_path) as worker:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(_handshake()[0])
+            await _read_head(reader)
+            assert worker.active_connections == 2
+            idle_r, idle_w = await asyncio.open_connection("127.0.0.1", port)
+            # The idle connection is accepted (wait for the proxy to count it)...
+            for _ in range(500):
+                if worker.active_connections == 3:
+                    break
+                await asyncio.sleep(0.01)
+            assert worker.active_connections == 3
+            # ...and one more is refused at once.
+            r3, w3 = await asyncio.open_connection("127.0.0.1", port)
+            assert await asyncio.wait_for(r3.read(), 10) == b""
+            for w in (writer, idle_w, w3):
+                w.close()
+        log = (tmp_path / "logs" / "error.log").read_text()
+        assert "3 worker_connections are not enough" in log

@@ -1,6 +1,8 @@
 """``wsgate proxy``: nginx's command line (``ngx_get_options``, nginx-semantics.md §6.5).
 
-Flags: ``-c FILE``, ``-p PREFIX``, ``-t``, ``-T``, ``-q``, ``-v``, ``-V``, ``-h``/``-?``.
+Flags: ``-c FILE``, ``-p PREFIX``, ``-t``, ``-T``, ``-q``, ``-s stop|quit|reopen|reload``,
+``-v``, ``-V``, ``-h``/``-?``. With ``master_process on`` (the default) the proxy runs as
+a master and ``worker_processes`` workers (``supervisor``); with ``off``, in one process.
 Messages are nginx's with ``wsgate:`` in place of ``nginx:``. With no ``-c`` the embedded
 default (the seed article's configuration on port 8080) is used.
 """
@@ -22,13 +24,16 @@ from wsgate import __version__
 from wsgate.conf.build import finish, parse
 from wsgate.conf.model import MainConf
 from wsgate.errors import ConfigError
+from wsgate.supervisor.control import SIGNALS, signal_master
+from wsgate.supervisor.master import Master
+from wsgate.supervisor.worker import main as worker_main
 
 __all__ = ["DEFAULT_CONF_NAME", "add_arguments", "default_conf_text", "main", "run"]
 
 DEFAULT_CONF_NAME = "<embedded>/default.conf"
 
 USAGE = f"""wsgate version: wsgate/{__version__}
-Usage: wsgate proxy [-?hvVtTq] [-c filename] [-p prefix]
+Usage: wsgate proxy [-?hvVtTq] [-s signal] [-c filename] [-p prefix]
 
 Options:
   -?,-h         : this help
@@ -37,6 +42,7 @@ Options:
   -t            : test configuration and exit
   -T            : test configuration, dump it and exit
   -q            : suppress non-error messages during configuration testing
+  -s signal     : send signal to a master process: stop, quit, reopen, reload
   -p prefix     : set prefix path (default: the configuration file's directory)
   -c filename   : set configuration file (default: the embedded article config)
 """
@@ -66,6 +72,7 @@ def main(argv: Sequence[str]) -> int:
     code (0, or 1 for every error, as nginx)."""
     conf_file: str | None = None
     prefix: str | None = None
+    signal_name: str | None = None
     test = dump = quiet = False
     args = list(argv)
     i = 0
@@ -90,19 +97,24 @@ def main(argv: Sequence[str]) -> int:
                 test = dump = True
             elif ch == "q":
                 quiet = True
-            elif ch in "cp":
+            elif ch in "cps":
                 value = arg[j:]
                 if not value:
                     i += 1
                     if i >= len(args):
-                        what = "file name" if ch == "c" else "directory name"
+                        what = {"c": "file name", "p": "directory name", "s": "parameter"}[ch]
                         _err(f'option "-{ch}" requires {what}')
                         return 1
                     value = args[i]
                 if ch == "c":
                     conf_file = value
-                else:
+                elif ch == "p":
                     prefix = value
+                elif value in SIGNALS:
+                    signal_name = value
+                else:
+                    _err(f'invalid option: "-s {value}"')
+                    return 1
                 break
             else:
                 _err(f'invalid option: "{arg[j - 1 :]}"')
@@ -110,7 +122,7 @@ def main(argv: Sequence[str]) -> int:
         i += 1
     name = conf_file if conf_file is not None else DEFAULT_CONF_NAME
     try:
-        conf = _load(name, conf_file is None, prefix, test, dump, quiet)
+        conf = _load(name, conf_file is None, prefix, test, dump, quiet or signal_name is not None)
     except ConfigError as exc:
         _err(f"[emerg] {exc}")
         if test:
@@ -125,7 +137,19 @@ def main(argv: Sequence[str]) -> int:
         if not quiet:
             _err(f"configuration file {name} test is successful")
         return 0
-    return serve(conf)
+    if signal_name is not None:
+        code, message = signal_master(conf, signal_name)
+        if message is not None:
+            _err(message)
+        return code
+    if not conf.master_process:
+        return serve(conf)
+
+    def reload_conf() -> MainConf:
+        # HUP: the configuration is read again from the same place, and checked first.
+        return _load(name, conf_file is None, prefix, False, False, True)
+
+    return Master(conf, reload_conf, worker_main).run()
 
 
 def _load(
@@ -169,7 +193,8 @@ def _check_files(conf: MainConf) -> None:
 
 
 def serve(conf: MainConf) -> int:
-    """Run the proxy in the foreground until TERM/INT (fast) or QUIT (graceful)."""
+    """``master_process off``: run the proxy in this process until TERM/INT (fast) or
+    QUIT (graceful)."""
     return uvloop.run(_serve(conf))
 
 
@@ -193,10 +218,12 @@ async def _serve(conf: MainConf) -> int:
 
     for sig, graceful in ((signal.SIGTERM, False), (signal.SIGINT, False), (signal.SIGQUIT, True)):
         loop.add_signal_handler(sig, on_signal, graceful)
+    if worker is not None:
+        loop.add_signal_handler(signal.SIGUSR1, worker.reopen_logs)
     graceful = await stop
     if worker is not None:
         await worker.stop(graceful=graceful, timeout=conf.worker_shutdown_timeout)
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGUSR1):
         with contextlib.suppress(Exception):
             loop.remove_signal_handler(sig)
     return 0

@@ -166,6 +166,10 @@ class Downstream(asyncio.Protocol):
         self.default_server = self.worker.router.select_server(
             self.conn.server_addr, self.conn.server_port, None
         )
+        if not self.worker.connection_available():
+            self.state = CLOSED
+            self.transport.abort()
+            return
         self.worker.connections.add(self)
         if self.worker.closing:
             self.shutdown()
@@ -804,6 +808,12 @@ class Downstream(asyncio.Protocol):
         proto: UpstreamProtocol | None = None
         sent = False
         action = "connecting to upstream"
+        if not self.worker.connection_available():
+            # ngx_http_upstream_connect: no free connection is an internal error (500).
+            self._release(request, peer, pick, t0, "-", Outcome.NEXT)
+            self._respond_error(request, 500)
+            return None
+        self.worker.upstream_attempts += 1
         try:
             try:
                 async with asyncio.timeout(loc.proxy_connect_timeout or None):
@@ -918,6 +928,7 @@ class Downstream(asyncio.Protocol):
             await self._relay(request, loc, peer, pick, proto, resp, rest, t0)
             return None
         finally:
+            self.worker.upstream_attempts -= 1
             if proto is not None and proto.transport is not None:
                 proto.transport.close()
             if proto is self.upstream and self.state != TUNNEL:

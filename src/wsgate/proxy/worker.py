@@ -73,6 +73,10 @@ class Worker:
         self.server_token = f"wsgate/{__version__}"
         self.closing = False
         self._idle = asyncio.Event()
+        # worker_connections: a client connection counts one, its upstream connection one
+        # more (so a tunnel holds two), as in ngx_get_connection.
+        self.worker_connections = conf.events.worker_connections
+        self.upstream_attempts = 0
 
     def open_access_logs(self) -> None:
         """Open every configured access log now, so a bad path fails at start-up.
@@ -98,6 +102,24 @@ class Worker:
             server = await self.loop.create_server(lambda: Downstream(self), sock=sock)
             self.servers.append(server)
 
+    @property
+    def active_connections(self) -> int:
+        """Connections in use: clients, plus one per upstream attempt or tunnel."""
+        return len(self.connections) + len(self.tunnels) + self.upstream_attempts
+
+    def connection_available(self) -> bool:
+        """Whether one more connection fits in ``worker_connections``; logs nginx's alert
+        when it does not (the caller then refuses the connection)."""
+        if self.active_connections < self.worker_connections:
+            return True
+        self.error_log.log("alert", f"{self.worker_connections} worker_connections are not enough")
+        return False
+
+    def reopen_logs(self) -> None:
+        """USR1: reopen the error log and the access logs (after logrotate moved them)."""
+        self.error_log.open()
+        self.access_logs.reopen()
+
     def bound_ports(self) -> list[int]:
         """Ports actually bound (useful when a config says port 0 in tests)."""
         ports = []
@@ -112,15 +134,19 @@ class Worker:
         if self.closing and not self.connections and not self.tunnels:
             self._idle.set()
 
+    def stop_accepting(self) -> None:
+        """Close this worker's listeners (the master and other workers keep theirs)."""
+        self.closing = True
+        for server in self.servers:
+            server.close()
+
     async def stop(self, graceful: bool = True, timeout: float | None = None) -> None:
         """Stop accepting; close idle connections; wait for requests and tunnels to end.
 
         With ``graceful`` false (TERM/INT), or when ``timeout`` passes, every remaining
         connection is closed at once.
         """
-        self.closing = True
-        for server in self.servers:
-            server.close()
+        self.stop_accepting()
         for conn in list(self.connections):
             conn.shutdown()
         if graceful and (self.connections or self.tunnels):

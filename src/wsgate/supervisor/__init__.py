@@ -1,0 +1,1 @@
+"""Processes and signals: the master, its workers, and ``-s`` control. Knows no HTTP."""
