@@ -260,7 +260,7 @@ async def test_worker_connections_counts_a_tunnel_twice(tmp_path: Path) -> None:
             writer.write(_handshake()[0])
             await _read_head(reader)
             assert worker.active_connections == 2
-            idle_r, idle_w = await asyncio.open_connection("127.0.0.1", port)
+            _idle_r, idle_w = await asyncio.open_connection("127.0.0.1", port)
             # The idle connection is accepted (wait for the proxy to count it)...
             for _ in range(500):
                 if worker.active_connections == 3:
