@@ -346,3 +346,16 @@ async def test_worker_shutdown_timeout_ends_tunnels(tmp_path: Path) -> None:
             # The worker closes the tunnel once worker_shutdown_timeout has passed.
             await asyncio.wait_for(ws.wait_closed(), 20)
         assert '"GET /t HTTP/1.1"' in (tmp_path / "logs" / "access.log").read_text()
+
+
+def test_worker_rlimit_nofile_applies_to_workers(tmp_path: Path) -> None:
+    port, a = free_ports(2)
+    write_conf(
+        tmp_path / "wsgate.conf", port, [a], workers=1, extra_main="worker_rlimit_nofile 4321;"
+    )
+    with proxy(tmp_path, port) as master:
+        wait_until(lambda: len(children(master)) == 1, what="one worker")
+        (worker,) = children(master)
+        limits = Path(f"/proc/{worker}/limits").read_text()
+        line = next(ln for ln in limits.splitlines() if ln.startswith("Max open files"))
+        assert line.split()[3:5] == ["4321", "4321"]
