@@ -132,6 +132,7 @@ class LocationConf:
     proxy_next_upstream: NextUpstream = NextUpstream.ERROR | NextUpstream.TIMEOUT
     proxy_next_upstream_tries: int = 0
     proxy_next_upstream_timeout: float = 0.0
+    proxy_upgrade_protocols: tuple[str, ...] = ("websocket",)  # wsgate; "any" = nginx
     send_timeout: float = 60.0
     keepalive_timeout: float = 75.0
     keepalive_header: float | None = None  # keepalive_timeout's second argument

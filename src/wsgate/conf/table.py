@@ -591,6 +591,14 @@ def proxy_next_upstream(p: Parser, ctx: Ctx, d: Stmt) -> None:
     _once(ctx, d, flags)
 
 
+def proxy_upgrade_protocols(p: Parser, ctx: Ctx, d: Stmt) -> None:
+    # wsgate's own: which Upgrade tokens are forwarded (http.upgrade); "any" = nginx.
+    tokens = tuple(w.text.lower() for w in d.args)
+    if "any" in tokens and len(tokens) > 1:
+        raise d.error('"any" must be the only value of "proxy_upgrade_protocols"')
+    _once(ctx, d, tokens)
+
+
 def keepalive_timeout(p: Parser, ctx: Ctx, d: Stmt) -> None:
     t = parse_time(d.args[0].text)
     if t is None:
@@ -774,6 +782,10 @@ DIRECTIVES: dict[str, list[Directive]] = _rows(
     Directive("proxy_next_upstream", LOC_LEVELS, 1, None, proxy_next_upstream,
         default="error timeout"),
     Directive("proxy_next_upstream_tries", LOC_LEVELS, 1, 1, set_num, default="0"),
+    Directive("proxy_upgrade_protocols", LOC_LEVELS, 1, None, proxy_upgrade_protocols,
+        default="websocket",
+        note="wsgate only: Upgrade tokens forwarded; a WebSocket 101 must carry the right "
+        "Sec-WebSocket-Accept; `any` = nginx's behaviour"),
     Directive("proxy_next_upstream_timeout", LOC_LEVELS, 1, 1, set_msec, default="0"),
     Directive("send_timeout", LOC_LEVELS, 1, 1, set_msec, default="60s"),
     Directive("keepalive_timeout", LOC_LEVELS, 1, 2, keepalive_timeout, default="75s"),

@@ -26,6 +26,9 @@ __all__ = [
 ]
 
 
+_PAUSED = "Pause on CONNECT/Upgrade"
+
+
 def find_head_end(buf: bytes | bytearray, start: int = 0) -> int:
     """Return the index just past the blank line that ends a head, or -1 if not there yet.
 
@@ -149,9 +152,11 @@ def parse_request_head(head: bytes) -> RequestHead:
     except httptools.HttpParserInvalidMethodError as exc:
         raise HTTPError(f"client sent invalid method: {exc}", 400) from None
     except httptools.HttpParserError as exc:
-        if "Transfer-Encoding" in str(exc) and "Content-Length" not in str(exc):
-            raise HTTPError(f'client sent unknown "Transfer-Encoding": {exc}', 501) from None
-        raise HTTPError(f"client sent invalid request: {exc}", 400) from None
+        # A complete head after which llhttp paused for another protocol is fine.
+        if not (c.complete and _PAUSED in str(exc)):
+            if "Transfer-Encoding" in str(exc) and "Content-Length" not in str(exc):
+                raise HTTPError(f'client sent unknown "Transfer-Encoding": {exc}', 501) from None
+            raise HTTPError(f"client sent invalid request: {exc}", 400) from None
     if not c.complete:
         raise HTTPError("client sent invalid request", 400)
     version = p.get_http_version()
@@ -191,7 +196,10 @@ def parse_response_head(head: bytes) -> ResponseHead:
     except httptools.HttpParserUpgrade:
         pass
     except httptools.HttpParserError as exc:
-        raise HTTPError(f"upstream sent invalid header: {exc}", 502) from None
+        # llhttp pauses after a 101 head even without "Connection: upgrade": the head is
+        # complete, which is all this function needs.
+        if not (c.complete and _PAUSED in str(exc)):
+            raise HTTPError(f"upstream sent invalid header: {exc}", 502) from None
     if not c.complete:
         raise HTTPError("upstream sent invalid header", 502)
     headers = [(n.decode("latin-1"), v.decode("latin-1")) for n, v in c.headers]

@@ -41,6 +41,7 @@ from wsgate.http.parser import (
 )
 from wsgate.http.response import build_response_head
 from wsgate.http.status import REASONS, error_page
+from wsgate.http.upgrade import Upgrade, check_upgrade_response, classify_upgrade
 from wsgate.http.upstream_request import build_request_head, escape_uri, valid_header_name
 from wsgate.log.error_log import ErrorContext
 from wsgate.proxy.tunnel import Tunnel
@@ -111,7 +112,7 @@ class Request:
     found: Found
     rv: RequestVars
     ctx: ErrorContext
-    upgrade: bool
+    upgrade_kind: Upgrade
     body: bytes | None = None
     keep_alive: bool = True
     started: float = 0.0  # loop time of the first attempt (proxy_next_upstream_timeout)
@@ -369,8 +370,14 @@ class Downstream(asyncio.Protocol):
             request=head.request_line,
             host=raw_host,
         )
-        upgrade = any(n.lower() == "upgrade" for n, _ in head.headers)
-        return Request(head, server, found, rv, ctx, upgrade, keep_alive=head.keep_alive)
+        allowed = (found.location or server.defaults).proxy_upgrade_protocols
+        kind = classify_upgrade(head.method, head.headers, allowed)
+        if kind is Upgrade.BAD_KEY:
+            raise Rejected('client sent invalid "Sec-WebSocket-Key" header', 400, "head")
+        if kind is Upgrade.STRIP:
+            # An Upgrade this location does not forward: the peer gets a plain request.
+            head.headers = [(n, v) for n, v in head.headers if n.lower() != "upgrade"]
+        return Request(head, server, found, rv, ctx, kind, keep_alive=head.keep_alive)
 
     # -- request body ------------------------------------------------------------------------
 
@@ -919,7 +926,25 @@ class Downstream(asyncio.Protocol):
                 assert proto.transport is not None
                 proto.transport.close()
                 return status_flag, resp.status, True
-            if resp.status == 101 and request.upgrade:
+            if resp.status == 101:
+                refused = check_upgrade_response(
+                    request.upgrade_kind, request.head.headers, resp.headers
+                )
+                if refused is not None:
+                    # A 101 that does not complete the handshake asked for never opens a
+                    # tunnel: the peer connection is closed and the client gets 502.
+                    return self._failed(
+                        request,
+                        peer,
+                        pick,
+                        t0,
+                        NextUpstream.INVALID_HEADER,
+                        502,
+                        refused,
+                        action,
+                        sent,
+                        proto,
+                    )
                 self._open_tunnel(
                     request, loc, peer, pick, proto, resp.reason, resp.headers, rest, t0
                 )
