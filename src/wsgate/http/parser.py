@@ -10,6 +10,7 @@ next request or for the tunnel (nginx-semantics.md §2.1, nginx-tests "handshake
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import httptools
@@ -218,6 +219,24 @@ def parse_response_head(head: bytes) -> ResponseHead:
     )
 
 
+# RFC 9112 §7.1: chunk-size [ chunk-ext ] CRLF, chunk-ext = *( BWS ";" BWS name [ BWS "="
+# BWS value ] ), names tokens, values tokens or quoted strings. Anything else (control
+# characters, a bare LF, spaces after the size) is refused: parsers that disagree on
+# chunk lines are how bodies get smuggled.
+_TOKEN = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
+_QUOTED = rb'"(?:[\t !#-\[\]-~\x80-\xff]|\\[\t -~\x80-\xff])*"'
+_CHUNK_LINE = re.compile(
+    rb"([0-9A-Fa-f]+)(?:[ \t]*;[ \t]*"
+    + _TOKEN
+    + rb"(?:[ \t]*=[ \t]*(?:"
+    + _TOKEN
+    + rb"|"
+    + _QUOTED
+    + rb"))?)*"
+)
+_TRAILER_LINE = re.compile(_TOKEN + rb":[\t \x21-\x7e\x80-\xff]*")
+
+
 class ChunkedDecoder:
     """Sans-I/O decoder of a chunked body (RFC 9112 §7.1).
 
@@ -271,9 +290,10 @@ class ChunkedDecoder:
             line = bytes(buf[:nl])
             del buf[: nl + 2]
             if self._state == "size":
-                size_text = line.split(b";", 1)[0].strip(b" \t")
-                if not size_text or any(ch not in b"0123456789abcdefABCDEF" for ch in size_text):
-                    raise ValueError("invalid chunk size")
+                m = _CHUNK_LINE.fullmatch(line)
+                if m is None:
+                    raise ValueError("invalid chunk size or extension")
+                size_text = m.group(1)
                 if len(size_text) > 15:
                     raise ValueError("chunk size too large")
                 size = int(size_text, 16)
@@ -286,4 +306,6 @@ class ChunkedDecoder:
                 self.done = True
                 self.leftover = bytes(buf)
                 buf.clear()
+            elif _TRAILER_LINE.fullmatch(line) is None:
+                raise ValueError("invalid trailer line")
         return out

@@ -10,12 +10,19 @@ straight to the client transport, with back-pressure, until :attr:`done` resolve
 from __future__ import annotations
 
 import asyncio
-from typing import cast
+from typing import Any, cast
 
 from wsgate.errors import HTTPError
 from wsgate.http.parser import ChunkedDecoder, ResponseHead, find_head_end, parse_response_head
 
 __all__ = ["BodyMode", "UpstreamClosed", "UpstreamProtocol"]
+
+
+def _fail(future: asyncio.Future[Any], exc: BaseException) -> None:
+    """Fail a future the request coroutine may no longer await (it was cancelled when the
+    client went away): mark the exception as seen so asyncio does not report it."""
+    future.set_exception(exc)
+    future.exception()
 
 
 class UpstreamClosed(Exception):
@@ -69,7 +76,7 @@ class UpstreamProtocol(asyncio.Protocol):
         end = find_head_end(self.buf, start)
         if end < 0:
             if len(self.buf) > self.max_head:
-                self.head.set_exception(HTTPError("upstream sent too big header", 502))
+                _fail(self.head, HTTPError("upstream sent too big header", 502))
             return
         head_bytes = bytes(self.buf[:end])
         rest = bytes(self.buf[end:])
@@ -77,7 +84,7 @@ class UpstreamProtocol(asyncio.Protocol):
         try:
             head = parse_response_head(head_bytes)
         except HTTPError as exc:
-            self.head.set_exception(exc)
+            _fail(self.head, exc)
             return
         if 100 <= head.status < 200 and head.status != 101:
             # An interim response (100 Continue): nginx skips it and reads on.
@@ -89,14 +96,14 @@ class UpstreamProtocol(asyncio.Protocol):
     def eof_received(self) -> bool:
         self.eof = True
         if not self.head.done():
-            self.head.set_exception(UpstreamClosed())
+            _fail(self.head, UpstreamClosed())
         elif self.client is not None:
             self._finish_eof()
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.head.done():
-            self.head.set_exception(UpstreamClosed() if exc is None else exc)
+            _fail(self.head, UpstreamClosed() if exc is None else exc)
         elif self.client is not None and not self.done.done():
             self._finish_eof()
 
@@ -156,9 +163,7 @@ class UpstreamProtocol(asyncio.Protocol):
             try:
                 pieces = self.decoder.feed(data)
             except ValueError as exc:
-                self.done.set_exception(
-                    HTTPError(f"upstream sent invalid chunked response: {exc}", 502)
-                )
+                _fail(self.done, HTTPError(f"upstream sent invalid chunked response: {exc}", 502))
                 return
             for piece in pieces:
                 if piece:
@@ -181,7 +186,7 @@ class UpstreamProtocol(asyncio.Protocol):
             self._end_chunks()
             self.done.set_result(None)
         else:
-            self.done.set_exception(UpstreamClosed())
+            _fail(self.done, UpstreamClosed())
 
     # -- flow control: the client's transport drives these through the downstream ------
 

@@ -85,3 +85,25 @@ def test_chunked_decoder(step: int) -> None:
 def test_chunked_decoder_rejects(raw: bytes) -> None:
     with pytest.raises(ValueError):
         ChunkedDecoder().feed(raw)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"5 \r\n",  # space after the size
+        b"5;\r\n",  # empty extension
+        b"5;a b\r\n",  # space inside an extension
+        b"5\x00\r\n",
+        b"5;a=\x01\r\n",
+        b"0\r\nno colon\r\n\r\n",  # a trailer line that is not a header
+    ],
+)
+def test_chunk_lines_nginx_might_read_differently_are_refused(raw: bytes) -> None:
+    with pytest.raises(ValueError):
+        ChunkedDecoder().feed(raw)
+
+
+def test_chunk_extensions_and_trailers_that_are_valid() -> None:
+    d = ChunkedDecoder()
+    assert d.feed(b'5 ;a=b; c="x y"\r\nhello\r\n0\r\nT: v\r\n\r\n') == [b"hello"]
+    assert d.done
