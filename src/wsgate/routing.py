@@ -33,25 +33,38 @@ class Found:
 
     location: LocationConf | None
     match: Match
-    captures: tuple[str, ...] = ()
+    captures: tuple[str, ...] = ()  # $0, $1, ... of the last regex that matched
+    named: dict[str, str] | None = None  # its named captures (each one is a variable)
+
+
+def regex_captures(m: re.Match[str]) -> tuple[tuple[str, ...], dict[str, str]]:
+    """``$0..$N`` and the named captures of a match (an unset group is empty)."""
+    numbered = (m.group(0), *(g or "" for g in m.groups()))
+    return numbered, {k.lower(): v or "" for k, v in m.groupdict().items()}
 
 
 def _static_search(locs: tuple[LocationConf, ...], uri: str) -> Found | None:
+    # ngx_http_core_find_static_location: a location named exactly like the URI (exact or
+    # prefix) ends the search; otherwise the longest prefix, unless a location with
+    # auto_redirect is named like the URI plus "/" (NGX_DONE, the 301 of §4.3).
     best: LocationConf | None = None
     redirect: LocationConf | None = None
     for loc in locs:
         if loc.regex is not None:
             continue
-        if loc.modifier == "=":
-            if uri == loc.name:
+        if loc.name == uri:
+            if loc.modifier == "=":
                 return Found(loc, Match.EXACT)
-            continue
-        if uri.startswith(loc.name):
-            if best is None or len(loc.name) > len(best.name):
-                best = loc
+            best = loc
         elif loc.auto_redirect and uri + "/" == loc.name:
             redirect = loc
-    if redirect is not None and not any(loc.modifier == "=" and loc.name == uri for loc in locs):
+        elif (
+            loc.modifier != "="
+            and uri.startswith(loc.name)
+            and (best is None or len(loc.name) > len(best.name))
+        ):
+            best = loc
+    if redirect is not None and (best is None or best.name != uri):
         return Found(redirect, Match.REDIRECT)
     if best is None:
         return None
@@ -59,12 +72,18 @@ def _static_search(locs: tuple[LocationConf, ...], uri: str) -> Found | None:
 
 
 def find_location(locs: tuple[LocationConf, ...], uri: str) -> Found:
-    """Search ``locs`` (one level, with nesting) for ``uri`` (the normalized ``$uri``)."""
+    """Search ``locs`` (one level, with nesting) for ``uri`` (the normalized ``$uri``).
+
+    Mirrors ``ngx_http_core_find_location``: the longest static match, then its nested
+    locations; unless that match (at this level) is ``^~``, this level's regexes in order
+    when the nested search found no exact or regex match.
+    """
     found = _static_search(locs, uri)
     noregex = False
     if found is not None:
         if found.match in (Match.EXACT, Match.REDIRECT):
             return found
+        # Only this level's longest prefix decides; a nested "^~" stops nested regexes.
         noregex = found.match is Match.NOREGEX
         assert found.location is not None
         if found.location.locations:
@@ -73,7 +92,6 @@ def find_location(locs: tuple[LocationConf, ...], uri: str) -> Found:
                 return nested
             if nested.location is not None:
                 found = nested
-                noregex = nested.match is Match.NOREGEX or noregex
     if not noregex:
         for loc in locs:
             if loc.regex is None:
@@ -81,12 +99,16 @@ def find_location(locs: tuple[LocationConf, ...], uri: str) -> Found:
             m = loc.regex.search(uri)
             if m is None:
                 continue
-            captures = (m.group(0), *(g or "" for g in m.groups()))
+            captures, named = regex_captures(m)
             if loc.locations:
                 nested = find_location(loc.locations, uri)
                 if nested.location is not None:
-                    return Found(nested.location, Match.REGEX, nested.captures or captures)
-            return Found(loc, Match.REGEX, captures)
+                    if nested.match is Match.REGEX:
+                        # Both matches set their named captures; $1.. are the last ones.
+                        both = {**named, **(nested.named or {})}
+                        return Found(nested.location, Match.REGEX, nested.captures, both)
+                    return Found(nested.location, Match.REGEX, captures, named)
+            return Found(loc, Match.REGEX, captures, named)
     if found is None:
         return Found(None, Match.NONE)
     return found
@@ -181,13 +203,14 @@ def _is_hex(b: bytes) -> bool:
 
 
 class Router:
-    """Server selection tables for one configuration."""
+    """Server selection tables for one configuration (regex names compiled here, once)."""
 
     def __init__(self, http: HttpConf) -> None:
         self.http = http
         # (host, port) -> servers in config order; host "*" for wildcard listens.
         self.by_address: dict[tuple[str, int], list[ServerConf]] = {}
         self.defaults: dict[tuple[str, int], ServerConf] = {}
+        self.names: dict[tuple[str, int], _Names] = {}
         explicit: set[tuple[str, int]] = set()
         for s in http.servers:
             for lc in s.listen:
@@ -199,6 +222,8 @@ class Router:
                     self.defaults[key] = s
                 else:
                     self.defaults.setdefault(key, s)
+        for key, servers in self.by_address.items():
+            self.names[key] = _Names(servers)
 
     def listen_addresses(self) -> list[ListenConf]:
         """One ListenConf per socket to bind (wildcard wins over specific on a port)."""
@@ -216,17 +241,23 @@ class Router:
 
     def select_server(self, local_addr: str, local_port: int, host: str | None) -> ServerConf:
         """The server for a connection accepted on ``local_addr:local_port``."""
+        return self.find_server(local_addr, local_port, host)[0]
+
+    def find_server(
+        self, local_addr: str, local_port: int, host: str | None
+    ) -> tuple[ServerConf, re.Match[str] | None]:
+        """The server, and the match when a regex ``server_name`` chose it (its captures
+        are the request's, as in ``ngx_http_find_virtual_server``)."""
         key = (local_addr, local_port)
         if key not in self.by_address:
             key = ("::" if ":" in local_addr else "*", local_port)
-        servers = self.by_address.get(key)
-        if not servers:
-            return self.http.servers[0]
+        if key not in self.by_address:
+            return self.http.servers[0], None
         if host:
-            chosen = _match_name(servers, host)
+            chosen = self.names[key].match(host)
             if chosen is not None:
                 return chosen
-        return self.defaults[key]
+        return self.defaults[key], None
 
 
 def _addr_key(lc: ListenConf) -> str:
@@ -235,32 +266,52 @@ def _addr_key(lc: ListenConf) -> str:
     return "*" if lc.host in ("*", "0.0.0.0") else lc.host
 
 
-def _match_name(servers: list[ServerConf], host: str) -> ServerConf | None:
-    for s in servers:
-        if host in s.server_name:
-            return s
-    best: tuple[int, ServerConf] | None = None
-    for s in servers:
-        for name in s.server_name:
-            wild = (name.startswith("*.") and host.endswith(name[1:])) or (
-                name.startswith(".") and (host.endswith(name) or host == name[1:])
-            )
-            if wild and (best is None or len(name) > best[0]):
-                best = (len(name), s)
-    if best is not None:
-        return best[1]
-    for s in servers:
-        for name in s.server_name:
-            if (
-                name.endswith(".*")
-                and host.startswith(name[:-1])
-                and (best is None or len(name) > best[0])
-            ):
-                best = (len(name), s)
-    if best is not None:
-        return best[1]
-    for s in servers:
-        for name in s.server_name:
-            if name.startswith("~") and re.search(name[1:], host):
-                return s
-    return None
+def _server_regex(pattern: str) -> re.Pattern[str]:
+    # ngx_http_core_server_name: a regex with an upper-case letter is caseless (the host
+    # is lower-case). Named groups are spelled "(?<name>" in PCRE, "(?P<name>" here.
+    flags = re.IGNORECASE if any("A" <= ch <= "Z" for ch in pattern) else 0
+    return re.compile(re.sub(r"\(\?<([A-Za-z_][A-Za-z0-9_]*)>", r"(?P<\1>", pattern), flags)
+
+
+class _Names:
+    """The ``server_name`` tables of one address:port (``ngx_http_server_names``): exact
+    names, wildcards starting with ``*`` (or ``.``), wildcards ending with ``*``, regexes
+    in config order. Names are already lower-case (the table lower-cases them)."""
+
+    def __init__(self, servers: list[ServerConf]) -> None:
+        self.exact: dict[str, ServerConf] = {}
+        self.head: list[tuple[str, ServerConf]] = []  # ".example.com", longest first
+        self.tail: list[tuple[str, ServerConf]] = []  # "www.example.", longest first
+        self.regex: list[tuple[re.Pattern[str], ServerConf]] = []
+        for s in servers:
+            for name in s.server_name:
+                if name.startswith("~"):
+                    self.regex.append((_server_regex(name[1:]), s))
+                elif name.startswith("*."):
+                    self.head.append((name[1:], s))
+                elif name.startswith("."):
+                    # ".example.com" is both "example.com" and "*.example.com".
+                    self.exact.setdefault(name[1:], s)
+                    self.head.append((name, s))
+                elif name.endswith(".*"):
+                    self.tail.append((name[:-1], s))
+                else:
+                    self.exact.setdefault(name, s)  # a duplicate is ignored (first wins)
+        self.head.sort(key=lambda item: -len(item[0]))
+        self.tail.sort(key=lambda item: -len(item[0]))
+
+    def match(self, host: str) -> tuple[ServerConf, re.Match[str] | None] | None:
+        server = self.exact.get(host)
+        if server is not None:
+            return server, None
+        for suffix, server in self.head:
+            if host.endswith(suffix):
+                return server, None
+        for prefix, server in self.tail:
+            if host.startswith(prefix):
+                return server, None
+        for pattern, server in self.regex:
+            m = pattern.search(host)
+            if m is not None:
+                return server, m
+        return None

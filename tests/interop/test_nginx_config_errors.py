@@ -412,7 +412,8 @@ KNOWN_DIFFERENCES: list[Case] = [
     Case(
         "proxy-pass-with-variable",
         _loc("   proxy_pass http://$host;\n"),
-        refusal='variables in "proxy_pass" are not supported by wsgate in "http://$host"',
+        refusal='variables in the host part of "proxy_pass" are not supported by wsgate in '
+        '"http://$host"',
         line=6,
     ),
     Case(

@@ -22,6 +22,8 @@ Behaviour is chosen by the request path (the query string is ignored):
 ``/426``               ``426 Upgrade Required`` with ``Upgrade: websocket``
 ``/sleep/SECONDS``     waits SECONDS (a float), then as the default
 ``/slam``              closes the connection without answering
+``?location=URL``      (any path) ``302 Found`` with ``Location: URL`` (percent-decoded),
+                       and ``Refresh: 0; url=URL`` too if the query has ``refresh=1``
 anything else          200, body = the raw request head
 =====================  ================================================================
 
@@ -40,6 +42,7 @@ import contextlib
 import hashlib
 import signal
 import sys
+import urllib.parse
 from collections.abc import Sequence
 from dataclasses import dataclass
 from types import TracebackType
@@ -123,7 +126,9 @@ def parse_head(head: bytes) -> Request:
         ValueError: the request line or a header line is malformed.
     """
     lines = head[:-4].split(b"\r\n")
-    method, target, version = lines[0].decode("latin-1").split(" ")
+    # The target may hold a raw space: nginx sends decoded regex captures unescaped.
+    method, rest = lines[0].decode("latin-1").split(" ", 1)
+    target, version = rest.rsplit(" ", 1)
     headers = []
     for line in lines[1:]:
         name, sep, value = line.partition(b":")
@@ -270,6 +275,13 @@ class RecordingBackend:
                 writer.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
                 await writer.drain()
             writer.write(b"0\r\n\r\n")
+        elif "location=" in request.target:
+            query = urllib.parse.parse_qs(request.target.partition("?")[2])
+            target = query.get("location", [""])[0].encode("latin-1")
+            extra = [(b"Location", target)]
+            if query.get("refresh") == ["1"]:
+                extra.append((b"Refresh", b"0; url=" + target))
+            self._respond(writer, 302, extra, head)
         elif path == "/426":
             self._respond(writer, 426, [(b"Upgrade", b"websocket")], head)
         elif path.startswith("/status/"):

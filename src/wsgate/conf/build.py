@@ -10,6 +10,7 @@ inherited only when the inner level defines none.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -29,6 +30,7 @@ from wsgate.conf.model import (
     MainConf,
     MapConf,
     ProxyPass,
+    RedirectRule,
     ServerConf,
     UpstreamConf,
 )
@@ -166,7 +168,7 @@ def finish_http(hb: HttpBuilder, close: Stmt) -> None:
     """
     from wsgate.conf.table import resolve_peers
 
-    for (_url, scheme, hostport, _uri), file, line in hb.proxy_passes:
+    for (_url, scheme, hostport, *_), file, line in hb.proxy_passes:
         stmt = Stmt("proxy_pass", (), file, line, close.end)
         default_port = 443 if scheme == "https" else 80
         host, sep, port = hostport.rpartition(":")
@@ -188,12 +190,38 @@ def finish_http(hb: HttpBuilder, close: Stmt) -> None:
             raise ConfigError(f'no servers in upstream "{u.name}"', u.file, u.line)
     if hb.deferred_error is not None:
         raise close.error(hb.deferred_error)
+    captures = named_captures(hb)
     for name in hb.variables_used:
         if name in BUILTIN_VARIABLES or name in hb.maps or name.startswith(PREFIX_VARIABLES):
+            continue
+        if name in captures:
             continue
         if name.isdigit():
             continue
         raise ConfigError(f'unknown "{name}" variable')
+
+
+def named_captures(hb: HttpBuilder) -> set[str]:
+    """Names of the named captures of every regex (server names, locations, maps): nginx
+    makes each one a variable (``ngx_http_regex_compile``)."""
+    from wsgate.conf.table import _pcre_to_python
+
+    names: set[str] = set()
+    for m in hb.maps.values():
+        for pattern, _ in m.regexes:
+            names.update(pattern.groupindex)
+    stack: list[LocationBuilder] = []
+    for s in hb.servers:
+        for name in s.server_name:
+            if name.startswith("~"):
+                names.update(re.compile(_pcre_to_python(name[1:])).groupindex)
+        stack.extend(s.locations)
+    while stack:
+        loc = stack.pop()
+        if loc.regex is not None:
+            names.update(loc.regex.groupindex)
+        stack.extend(loc.locations)
+    return {n.lower() for n in names}
 
 
 def _freeze_http(hb: HttpBuilder) -> HttpConf:
@@ -274,7 +302,7 @@ def _freeze_location(
     kw: dict[str, Any] = {}
     names = {n for level in chain for n in level}
     for name in names:
-        if name in ("proxy_pass", "return", "keepalive_timeout", "access_log"):
+        if name in ("proxy_pass", "return", "keepalive_timeout", "access_log", "proxy_redirect"):
             continue
         if name in _LOCATION_FIELDS:
             value = _lookup(chain, name)
@@ -293,19 +321,27 @@ def _freeze_location(
         kw["access_log"] = (
             AccessLogConf("/dev/stdout", LogFormat("combined", "default", compile_value(COMBINED))),
         )
+    kw["proxy_redirect"] = _proxy_redirect(chain)
     if loc is None:
+        # A server-level "return" runs before any location is searched (server rewrite
+        # phase); it is not inherited by locations.
+        ret = chain[-1].get("return")
+        if ret is not None:
+            kw["return_"] = ret
         return LocationConf(**kw)
     pp = loc.values.get("proxy_pass")
     if pp is not None:
-        url, scheme, hostport, uri = pp
+        url, scheme, hostport, uri, uri_value, _ = pp
         host, sep, port = hostport.rpartition(":")
         key = host.lower() if sep and not hostport.endswith("]") else hostport.lower()
         if key not in hb.upstreams or hb.upstreams[key].implicit:
             key = hostport.lower()
         default_port = "443" if scheme == "https" else "80"
         proxy_host = host if sep and port == default_port else hostport
-        kw["proxy_pass"] = ProxyPass(url, scheme, key, proxy_host, uri)
-        kw["auto_redirect"] = loc.modifier in ("", "^~") and loc.name.endswith("/")
+        kw["proxy_pass"] = ProxyPass(url, scheme, key, proxy_host, uri, uri_value)
+        # ngx_http_proxy_pass: any location whose name ends in "/" (exact ones too; the
+        # flag is never looked at for regex locations).
+        kw["auto_redirect"] = loc.regex is None and loc.name.endswith("/")
     ret = loc.values.get("return")
     if ret is not None:
         kw["return_"] = ret
@@ -319,3 +355,23 @@ def _freeze_location(
         line=loc.line,
         **kw,
     )
+
+
+def _proxy_redirect(chain: list[dict[str, Any]]) -> tuple[RedirectRule, ...]:
+    """The ``proxy_redirect`` rules in force at the end of ``chain``
+    (``ngx_http_proxy_merge_loc_conf``, level by level): ``off`` clears them and is
+    inherited; a level with rules replaces the inherited ones; a level with none inherits
+    them, and when there are none yet, a level holding a ``proxy_pass`` without variables
+    gets that proxy_pass's ``default`` rule (which its nested locations then inherit)."""
+    enabled = True
+    rules: tuple[RedirectRule, ...] | None = None
+    for level in chain:
+        value = level.get("proxy_redirect")
+        if value == "off":
+            enabled, rules = False, None
+        elif value is not None:
+            enabled, rules = True, tuple(value)
+        pp = level.get("proxy_pass")
+        if enabled and rules is None and pp is not None and pp[5] is not None:
+            rules = (pp[5],)
+    return rules if enabled and rules is not None else ()

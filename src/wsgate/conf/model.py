@@ -25,6 +25,7 @@ __all__ = [
     "NextUpstream",
     "PeerConf",
     "ProxyPass",
+    "RedirectRule",
     "ServerConf",
     "UpstreamConf",
 ]
@@ -88,6 +89,19 @@ class ProxyPass:
     upstream: str  # the name of the group in HttpConf.upstreams
     proxy_host: str  # $proxy_host: host[:port] as written, port dropped when default
     uri: str | None  # None when the URL has no URI part ("http://backend")
+    # A URI part with variables ("/r/$1$is_args$args"), evaluated per request and sent
+    # as it comes out (ngx_http_proxy_eval); ``uri`` then holds its text.
+    uri_value: ComplexValue | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RedirectRule:
+    """One ``proxy_redirect`` rule for upstream ``Location`` and ``Refresh`` headers: a
+    prefix (compared case-sensitively) or a regex, and what replaces the part matched."""
+
+    replacement: ComplexValue
+    prefix: ComplexValue | None = None
+    regex: re.Pattern[str] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,8 +154,13 @@ class LocationConf:
     client_max_body_size: int = 1024 * 1024
     client_body_timeout: float = 60.0
     server_tokens: bool = True
+    default_type: str = "text/plain"
+    absolute_redirect: bool = True
+    port_in_redirect: bool = True
+    server_name_in_redirect: bool = False
+    proxy_redirect: tuple[RedirectRule, ...] = ()  # merged, the "default" rule included
     access_log: tuple[AccessLogConf, ...] = ()
-    auto_redirect: bool = False  # prefix name ends in "/" and proxy_pass is set (§4.3)
+    auto_redirect: bool = False  # static name ends in "/" and proxy_pass is set (§4.3)
     file: str = ""
     line: int = 0
 
@@ -176,6 +195,13 @@ class ServerConf:
     ignore_invalid_headers: bool = True
     file: str = ""
     line: int = 0
+
+    @property
+    def name(self) -> str:
+        """``$server_name`` (and ``$host`` without one): the first name, a leading "."
+        removed (``ngx_http_core_merge_srv_conf``); a regex keeps its "~"."""
+        first = self.server_name[0]
+        return first[1:] if first.startswith(".") else first
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,11 +24,17 @@ from wsgate.conf.builders import (
     UpstreamBuilder,
 )
 from wsgate.conf.lexer import End
-from wsgate.conf.model import ListenConf, NextUpstream, PeerConf
+from wsgate.conf.model import ListenConf, NextUpstream, PeerConf, RedirectRule
 from wsgate.conf.parser import Parser, Stmt
 from wsgate.conf.units import parse_offset, parse_size, parse_time
 from wsgate.errors import ConfigError
-from wsgate.vars.compile import ComplexValue, VariableSyntaxError, compile_value
+from wsgate.vars.compile import (
+    ComplexValue,
+    VariableSyntaxError,
+    ascii_lower,
+    compile_value,
+    wire,
+)
 
 __all__ = ["DIRECTIVES", "Directive", "dispatch", "resolve_host"]
 
@@ -280,19 +286,20 @@ def _map_entry(p: Parser, ctx: Ctx, d: Stmt) -> None:
         if pattern.startswith("*"):
             flags, pattern = re.IGNORECASE, pattern[1:]
         try:
-            m.regexes.append((re.compile(_pcre_to_python(pattern), flags), cv))
+            # Matched against wire strings (one character per byte), like the values.
+            m.regexes.append((re.compile(_pcre_to_python(wire(pattern)), flags), cv))
         except re.error as exc:
             raise d.error(regex_error(exc, pattern)) from None
         return
     elif m.hostnames and (key.startswith(("*.", ".")) or key.endswith(".*")):
         if key.endswith(".*"):
-            m.wildcards_tail.append((key[:-1].lower(), cv))
+            m.wildcards_tail.append((ascii_lower(wire(key[:-1])), cv))
         else:
-            m.wildcards_head.append((key.lstrip("*").lower(), cv))
+            m.wildcards_head.append((ascii_lower(wire(key.lstrip("*"))), cv))
         return
-    low = key.lower()
+    low = ascii_lower(wire(key))
     if low in m.exact:
-        raise d.error(f'conflicting parameter "{low}"')
+        raise d.error(f'conflicting parameter "{key.lower()}"')
     m.exact[low] = cv
 
 
@@ -493,11 +500,9 @@ def location(p: Parser, ctx: Ctx, d: Stmt) -> None:
     if parent is not None:
         if parent.modifier == "=":
             raise d.error(f'location "{name}" cannot be inside the exact location "{parent.name}"')
-        if (
-            parent.modifier in ("", "^~")
-            and modifier in ("", "^~", "=")
-            and not name.startswith(parent.name)
-        ):
+        # A static location must start with its parent's name, even under a regex
+        # parent (whose "name" is the regex text).
+        if regex is None and not name.startswith(parent.name):
             raise d.error(f'location "{name}" is outside location "{parent.name}"')
     siblings = parent.locations if parent is not None else _server(ctx).locations
     for other in siblings:
@@ -529,17 +534,87 @@ def proxy_pass(p: Parser, ctx: Ctx, d: Stmt) -> None:
         scheme, rest = "https", url[8:]
     else:
         raise d.error("invalid URL prefix")
-    if "$" in url:
-        raise d.error(f'variables in "proxy_pass" are not supported by wsgate in "{url}"')
     slash = rest.find("/")
     hostport, uri = (rest, None) if slash < 0 else (rest[:slash], rest[slash:])
-    if uri is not None and (loc.regex is not None):
+    uri_value: ComplexValue | None = None
+    if "$" in hostport:
+        raise d.error(
+            f'variables in the host part of "proxy_pass" are not supported by wsgate in "{url}"'
+        )
+    if "$" in url:
+        # Variables in the URI part only: the URI is evaluated per request and sent as it
+        # comes out; nginx makes none of the static checks below (ngx_http_proxy_pass
+        # returns right after compiling the script).
+        assert uri is not None
+        uri_value = _variables(ctx, d, uri)
+    elif uri is not None and loc.regex is not None:
         raise d.error(
             '"proxy_pass" cannot have URI part in location given by regular expression, '
             'or inside named location, or inside "if" statement, or inside "limit_except" block'
         )
-    loc.values["proxy_pass"] = (url, scheme, hostport, uri)
+    # The last item is the rule "proxy_redirect default" stands for (none with variables).
+    default = default_redirect(url, uri, loc) if uri_value is None else None
+    loc.values["proxy_pass"] = (url, scheme, hostport, uri, uri_value, default)
     ctx.http.proxy_passes.append((loc.values["proxy_pass"], d.file, d.line))
+
+
+def proxy_redirect(p: Parser, ctx: Ctx, d: Stmt) -> None:
+    # ngx_http_proxy_redirect: "off", "default", "FROM TO" or "~REGEX TO" / "~*REGEX TO";
+    # rules accumulate at one level. The "default" rule made when no level sets any is
+    # added by conf.build (ngx_http_proxy_merge_loc_conf).
+    store = ctx.values
+    rules = store.get("proxy_redirect")
+    if rules == "off":
+        raise d.error('"proxy_redirect" directive is duplicate')
+    first = d.args[0].text
+    if len(d.args) == 1:
+        if first == "off":
+            if rules is not None:
+                raise d.error('"proxy_redirect" directive is duplicate')
+            store["proxy_redirect"] = "off"
+            return
+        if first != "default":
+            raise d.error(f'invalid parameter "{first}"')
+    rule: RedirectRule
+    if len(d.args) == 1:
+        pp = ctx.location.values.get("proxy_pass") if ctx.location is not None else None
+        if pp is not None and pp[4] is not None:
+            raise d.error(
+                '"proxy_redirect default" cannot be used with "proxy_pass" directive with variables'
+            )
+        if pp is None:
+            raise d.error(
+                '"proxy_redirect default" should be placed after the "proxy_pass" directive'
+            )
+        rule = pp[5]
+    else:
+        replacement = _variables(ctx, d, d.args[1].text)
+        if first.startswith("~"):
+            pattern, flags = first[1:], 0
+            if pattern.startswith("*"):
+                pattern, flags = pattern[1:], re.IGNORECASE
+            try:
+                regex = re.compile(_pcre_to_python(pattern), flags)
+            except re.error as exc:
+                raise d.error(regex_error(exc, pattern)) from None
+            rule = RedirectRule(replacement, regex=regex)
+        else:
+            rule = RedirectRule(replacement, prefix=_variables(ctx, d, first))
+    store.setdefault("proxy_redirect", []).append(rule)
+
+
+def default_redirect(url: str, uri: str | None, loc: LocationBuilder) -> RedirectRule:
+    """``proxy_redirect default`` for ``proxy_pass URL`` in ``loc``: with a URI part the
+    URL becomes the location's name, without one ``URL/`` becomes ``/``."""
+    if uri is not None:
+        name = "" if loc.regex is not None else loc.name
+        return RedirectRule(_literal(name), prefix=_literal(url))
+    return RedirectRule(_literal("/"), prefix=_literal(url + "/"))
+
+
+def _literal(text: str) -> ComplexValue:
+    """A value without variables (``$`` in ``text`` is not a reference)."""
+    return ComplexValue(text, (wire(text),))
 
 
 def proxy_set_header(p: Parser, ctx: Ctx, d: Stmt) -> None:
@@ -768,7 +843,15 @@ DIRECTIVES: dict[str, list[Directive]] = _rows(
         default="4 8k"),
     Directive("underscores_in_headers", SRV_LEVELS, 1, 1, set_flag, default="off"),
     Directive("ignore_invalid_headers", SRV_LEVELS, 1, 1, set_flag, default="on"),
-    Directive("proxy_pass", F({LOCATION}), 1, 1, proxy_pass),
+    Directive("proxy_pass", F({LOCATION}), 1, 1, proxy_pass,
+        note="variables only in the URI part; a host that is not an upstream name is "
+        "resolved at load, nginx needs a resolver at run time"),
+    Directive("proxy_redirect", LOC_LEVELS, 1, 2, proxy_redirect, default="default"),
+    Directive("default_type", LOC_LEVELS, 1, 1, set_str, default="text/plain",
+        note="the type of `return` texts (wsgate serves no files)"),
+    Directive("absolute_redirect", LOC_LEVELS, 1, 1, set_flag, default="on"),
+    Directive("port_in_redirect", LOC_LEVELS, 1, 1, set_flag, default="on"),
+    Directive("server_name_in_redirect", LOC_LEVELS, 1, 1, set_flag, default="off"),
     Directive("proxy_set_header", LOC_LEVELS, 2, 2, proxy_set_header,
         default="Host $proxy_host; Connection close"),
     Directive("proxy_http_version", LOC_LEVELS, 1, 1, proxy_http_version, default="1.0"),

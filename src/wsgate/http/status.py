@@ -48,6 +48,8 @@ REASONS: dict[int, str] = {
 
 # Titles of the error pages that differ from the status line (494 is sent as 400).
 _PAGE_TITLES: dict[int, str] = {
+    302: "302 Found",
+    401: "401 Authorization Required",
     494: "400 Request Header Or Cookie Too Large",
     495: "400 The SSL certificate error",
     496: "400 No required SSL certificate was sent",

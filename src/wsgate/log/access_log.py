@@ -10,6 +10,7 @@ import contextlib
 import os
 
 from wsgate.conf.model import AccessLogConf
+from wsgate.vars.compile import to_bytes
 from wsgate.vars.registry import RequestVars
 
 __all__ = ["AccessLogs"]
@@ -51,7 +52,7 @@ class AccessLogs:
             line = rv.evaluate_log(conf.format.template, conf.format.escape) + "\n"
             # A full disk must not stop the proxy; nginx also goes on after a failed write.
             with contextlib.suppress(OSError):
-                os.write(self.open(conf.path), line.encode("utf-8", errors="surrogateescape"))
+                os.write(self.open(conf.path), to_bytes(line))
 
     def reopen(self) -> None:
         """Close every file; each is opened again on its next line (USR1)."""

@@ -47,7 +47,15 @@ from wsgate.log.error_log import ErrorContext
 from wsgate.proxy.tunnel import Tunnel
 from wsgate.proxy.upstream import BodyMode, UpstreamClosed, UpstreamProtocol
 from wsgate.proxy.worker import Worker
-from wsgate.routing import Found, Match, find_location, normalize_host, parse_target
+from wsgate.routing import (
+    Found,
+    Match,
+    find_location,
+    normalize_host,
+    parse_target,
+    regex_captures,
+)
+from wsgate.vars.compile import to_bytes, wire
 from wsgate.vars.registry import ConnInfo, RequestVars
 
 __all__ = ["Downstream"]
@@ -344,29 +352,38 @@ class Downstream(asyncio.Protocol):
                 raise HTTPError("client sent invalid host header", 400)
         elif head.version == "1.1":
             raise HTTPError('client sent HTTP/1.1 request without "Host" header', 400)
-        server = router.select_server(self.conn.server_addr, self.conn.server_port, host)
+        server, by_regex = router.find_server(self.conn.server_addr, self.conn.server_port, host)
         kept = [
             (n, v) for n, v in head.headers if valid_header_name(n, server.underscores_in_headers)
         ]
         if len(kept) != len(head.headers):
             head.headers = kept
-        found = find_location(server.locations, uri)
+        if server.defaults.return_ is not None:
+            # A server-level "return" runs before the location search (server rewrite).
+            found = Found(None, Match.NONE)
+        else:
+            found = find_location(server.locations, uri)
         rv = RequestVars(
             head,
             self.conn,
             server,
             self.worker.http.maps,
-            host=host if host is not None else server.server_name[0],
+            host=host if host is not None else server.name,
             uri=uri,
             args=args,
             start=time.time(),
         )
         rv.location = found.location
-        rv.captures = found.captures
+        if by_regex is not None:  # a regex server_name's captures, then the location's
+            rv.captures, rv.named = regex_captures(by_regex)
+        if found.named is not None:
+            # Matched against the decoded $uri; kept as wire strings like other values.
+            rv.captures = tuple(wire(c) for c in found.captures)
+            rv.named.update({k: wire(v) for k, v in found.named.items()})
         ctx = ErrorContext(
             conn=self.conn.number,
             client=self.conn.remote_addr,
-            server=server.server_name[0],
+            server=server.name,
             request=head.request_line,
             host=raw_host,
         )
@@ -479,7 +496,9 @@ class Downstream(asyncio.Protocol):
         try:
             found = request.found
             loc = found.location
-            if found.match is Match.REDIRECT and loc is not None:
+            if request.server.defaults.return_ is not None:
+                self._return(request, request.server.defaults)
+            elif found.match is Match.REDIRECT and loc is not None:
                 self._redirect(request, loc)
             elif loc is not None and loc.return_ is not None:
                 self._return(request, loc)
@@ -523,20 +542,17 @@ class Downstream(asyncio.Protocol):
         status: int,
         body: bytes,
         *,
-        content_type: str = "text/html",
+        content_type: str | None = "text/html",
         location: str | None = None,
         keep_alive: bool = True,
     ) -> None:
         loc = request.found.location or request.server.defaults
         keep = keep_alive and request.keep_alive and not self.worker.closing
-        headers = [("Content-Type", content_type)] if body or status >= 300 else []
+        headers = [("Content-Type", content_type)] if content_type is not None else []
         special_location = None
         if location is not None:
-            if location.startswith("/"):
-                # ngx_http_header_filter: a relative Location is made absolute and printed
-                # in its own place (absolute_redirect, port_in_redirect on).
-                special_location = self._absolute(request, location)
-            else:
+            special_location = self._absolute(request, loc, location)
+            if special_location is None:
                 headers.append(("Location", location))
         headers.extend(self._added_headers(request, loc, status))
         head = build_response_head(
@@ -544,7 +560,8 @@ class Downstream(asyncio.Protocol):
             reason=None,
             headers=headers,
             server=self._server_token(loc),
-            content_length=len(body),
+            # ngx_http_header_filter: a 204 has neither a length nor a type.
+            content_length=None if status == 204 else len(body),
             chunked=False,
             connection="keep-alive" if keep else "close",
             keepalive_header=loc.keepalive_header if keep else None,
@@ -585,12 +602,25 @@ class Downstream(asyncio.Protocol):
             request, 400 if status == 494 else status, body, keep_alive=keep_alive
         )
 
-    def _absolute(self, request: Request, path: str) -> str:
+    def _absolute(self, request: Request, loc: LocationConf, location: str) -> str | None:
+        """``Location`` as ngx_http_header_filter prints it in its own place: a value that
+        starts with "/" gets scheme, host and port (``absolute_redirect``); ``None`` for
+        any other value, which stays among the other headers."""
+        if not location.startswith("/") or not loc.absolute_redirect:
+            return None
         conn = self.conn
         assert conn is not None
+        if loc.server_name_in_redirect:
+            host = request.server.name
+        else:
+            # The request's host (request line or Host header), else the local address.
+            raw = request.ctx.host
+            host = (normalize_host(raw) if raw else None) or conn.server_addr
+        port = ""
         default = 443 if conn.scheme == "https" else 80
-        port = "" if conn.server_port == default else f":{conn.server_port}"
-        return f"{conn.scheme}://{request.rv.host}{port}{path}"
+        if loc.port_in_redirect and conn.server_port != default:
+            port = f":{conn.server_port}"
+        return f"{conn.scheme}://{host}{port}{location}"
 
     def _redirect(self, request: Request, loc: LocationConf) -> None:
         # §4.3: 301 to the location name with the query string.
@@ -599,23 +629,24 @@ class Downstream(asyncio.Protocol):
         self._simple_response(request, 301, body, location=target)
 
     def _return(self, request: Request, loc: LocationConf) -> None:
+        # ngx_http_script_return_code: an error code without text is nginx's error page;
+        # anything else goes through ngx_http_send_response (redirect codes: Location).
         assert loc.return_ is not None
         code, text = loc.return_
-        value = request.rv.evaluate(text) if text is not None else None
-        if code in (301, 302, 303, 307, 308) and value is not None:
+        if code >= 400 and text is None:
+            self._respond_error(request, code)
+            return
+        value = request.rv.evaluate(text) if text is not None else ""
+        if code in (301, 302, 303, 307, 308):
             body = error_page(code, self._server_token(loc))
             self._simple_response(request, code, body, location=value)
-        elif value is not None:
+        else:
             self._simple_response(
                 request,
                 code,
-                value.encode("utf-8", "surrogateescape"),
-                content_type="application/octet-stream",
+                b"" if code == 204 else to_bytes(value),
+                content_type=None if code == 204 else _content_type(request.rv.uri, loc),
             )
-        elif code >= 400 or code in (301, 302, 303, 307, 308):
-            self._respond_error(request, code)
-        else:
-            self._simple_response(request, code, b"")
 
     def _reject(
         self, status: int, message: str, raw: bytes | None = None, stage: str = "head"
@@ -629,9 +660,7 @@ class Downstream(asyncio.Protocol):
         assert self.conn is not None and self.transport is not None
         server = self.default_server
         assert server is not None
-        ctx = ErrorContext(
-            conn=self.conn.number, client=self.conn.remote_addr, server=server.server_name[0]
-        )
+        ctx = ErrorContext(conn=self.conn.number, client=self.conn.remote_addr, server=server.name)
         self.worker.error_log.log("info", message, ctx, "reading client request headers")
         token = self._server_token(server.defaults)
         body = error_page(status, token)
@@ -681,7 +710,7 @@ class Downstream(asyncio.Protocol):
             self.conn,
             server,
             self.worker.http.maps,
-            host=(normalize_host(host) if host else None) or server.server_name[0],
+            host=(normalize_host(host) if host else None) or server.name,
             uri="",
             args="",
             start=time.time(),
@@ -698,7 +727,7 @@ class Downstream(asyncio.Protocol):
         ctx = ErrorContext(
             conn=self.conn.number,
             client=self.conn.remote_addr,
-            server=self.default_server.server_name[0],
+            server=self.default_server.name,
         )
         self.worker.error_log.log(level, message, ctx, action)
 
@@ -708,6 +737,9 @@ class Downstream(asyncio.Protocol):
         pp = loc.proxy_pass
         assert pp is not None
         rv = request.rv
+        if pp.uri_value is not None:
+            # ngx_http_proxy_eval: a URI part with variables is sent as evaluated.
+            return rv.evaluate(pp.uri_value)
         if pp.uri is None:
             target = request.head.target
             if not target.startswith("/"):  # absolute-form: keep path and query only
@@ -724,7 +756,7 @@ class Downstream(asyncio.Protocol):
         path = pp.uri + tail
         if "%" in request.head.target.split("?", 1)[0]:
             path = escape_uri(path)
-        return path + (f"?{rv.args}" if rv.args else "")
+        return wire(path) + (f"?{rv.args}" if rv.args else "")
 
     async def _proxy(self, request: Request, loc: LocationConf) -> None:
         pp = loc.proxy_pass
@@ -821,6 +853,7 @@ class Downstream(asyncio.Protocol):
             self._respond_error(request, 500)
             return None
         self.worker.upstream_attempts += 1
+        next(self.worker.counter)  # nginx numbers upstream connections too ($connection)
         try:
             try:
                 async with asyncio.timeout(loc.proxy_connect_timeout or None):
@@ -1033,16 +1066,18 @@ class Downstream(asyncio.Protocol):
         length = resp.content_length if mode in (BodyMode.LENGTH, BodyMode.NONE) else None
         if status in (204, 304) or 100 <= status < 200:
             length = None
+        headers, location = self._rewrite_redirects(request, loc, resp.headers)
         added = self._added_headers(request, loc, status)
         head_bytes = build_response_head(
             status=status,
             reason=resp.reason,
-            headers=resp.headers + added if added else resp.headers,
+            headers=headers + added if added else headers,
             server=self._server_token(loc),
             content_length=length,
             chunked=rechunk,
             connection="keep-alive" if keep else "close",
             keepalive_header=loc.keepalive_header if keep else None,
+            location=location,
         )
         self.transport.write(head_bytes)
         rv.status = status
@@ -1059,6 +1094,57 @@ class Downstream(asyncio.Protocol):
         if not ok:
             request.keep_alive = False
         self._finish_request(request)
+
+    def _rewrite_redirects(
+        self, request: Request, loc: LocationConf, headers: list[tuple[str, str]]
+    ) -> tuple[list[tuple[str, str]], str | None]:
+        """The peer's ``Location`` and ``Refresh`` through ``proxy_redirect``
+        (ngx_http_upstream_rewrite_location / _refresh); also the ``Location`` printed in
+        its own place, made absolute, when the last one rewritten starts with "/"."""
+        if not loc.proxy_redirect:
+            return headers, None
+        out = list(headers)
+        last = -1
+        for index, (name, value) in enumerate(out):
+            low = name.lower()
+            if low == "location" and value:
+                new = self._redirect_rule(request, loc, value, 0)
+                if new is not None:
+                    out[index] = (name, new)
+                    last = index
+            elif low == "refresh":
+                at = value.lower().find("url=")
+                if at >= 0:
+                    new = self._redirect_rule(request, loc, value, at + 4)
+                    if new is not None:
+                        out[index] = (name, new)
+        if last < 0:
+            return out, None
+        location = self._absolute(request, loc, out[last][1])
+        if location is not None:
+            del out[last]
+        return out, location
+
+    @staticmethod
+    def _redirect_rule(request: Request, loc: LocationConf, value: str, at: int) -> str | None:
+        """``value`` with its part from ``at`` rewritten by the first rule that applies
+        (ngx_http_proxy_rewrite_redirect), or ``None``."""
+        rv = request.rv
+        rest = value[at:]
+        for rule in loc.proxy_redirect:
+            if rule.prefix is not None:
+                pattern = rv.evaluate(rule.prefix)
+                if rest.startswith(pattern):
+                    return value[:at] + rv.evaluate(rule.replacement) + rest[len(pattern) :]
+            elif rule.regex is not None:
+                m = rule.regex.search(rest)
+                if m is not None:
+                    # The whole rest is replaced; the match's captures become the
+                    # request's (ngx_http_regex_exec), as for any regex in nginx.
+                    rv.captures, named = regex_captures(m)
+                    rv.named.update(named)
+                    return value[:at] + rv.evaluate(rule.replacement)
+        return None
 
     async def _wait_body(
         self, request: Request, loc: LocationConf, proto: UpstreamProtocol
@@ -1245,6 +1331,22 @@ class Downstream(asyncio.Protocol):
 
 
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+# ngx_http_core_default_types: the types nginx knows without a "types" block.
+_DEFAULT_TYPES = {"html": "text/html", "gif": "image/gif", "jpg": "image/jpeg"}
+
+
+def _content_type(uri: str, loc: LocationConf) -> str:
+    """The type of a ``return`` text (ngx_http_set_content_type): by the extension of
+    ``$uri``'s last segment, else ``default_type``."""
+    last = uri[uri.rfind("/") + 1 :]
+    dot = last.rfind(".")
+    if dot > 0:
+        known = _DEFAULT_TYPES.get(last[dot + 1 :].lower())
+        if known is not None:
+            return known
+    return loc.default_type
+
 
 _ADD_HEADER_STATUSES = frozenset({200, 201, 204, 206, 301, 302, 303, 304, 307, 308})
 

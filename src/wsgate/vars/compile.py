@@ -9,7 +9,40 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["Capture", "ComplexValue", "Var", "VariableSyntaxError", "compile_value"]
+__all__ = [
+    "Capture",
+    "ComplexValue",
+    "Var",
+    "VariableSyntaxError",
+    "ascii_lower",
+    "compile_value",
+    "to_bytes",
+    "wire",
+]
+
+
+def wire(text: str) -> str:
+    """``text`` (Unicode, as read from the configuration) in the form request strings
+    have: one character per byte (latin-1). nginx handles bytes; wsgate keeps every value
+    that reaches the wire or a log in this form, and writes it out with :func:`to_bytes`.
+    """
+    return text if text.isascii() else text.encode("utf-8", "surrogateescape").decode("latin-1")
+
+
+def to_bytes(text: str) -> bytes:
+    """The bytes a :func:`wire` string stands for."""
+    try:
+        return text.encode("latin-1")
+    except UnicodeEncodeError:  # not a wire string after all: keep what it says
+        return text.encode("utf-8", "surrogateescape")
+
+
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+
+
+def ascii_lower(text: str) -> str:
+    """Lower-case ASCII letters only, as ``ngx_strlow`` does."""
+    return text.translate(_ASCII_LOWER)
 
 
 class VariableSyntaxError(ValueError):
@@ -32,7 +65,8 @@ class Capture:
 
 @dataclass(frozen=True, slots=True)
 class ComplexValue:
-    """A compiled string: literal parts and variable references, in order."""
+    """A compiled string: literal parts (as :func:`wire` strings) and variable
+    references, in order; ``text`` is the source as written."""
 
     text: str
     parts: tuple[str | Var | Capture, ...]
@@ -72,7 +106,7 @@ def compile_value(text: str) -> ComplexValue:
         i += 1
         if i < n and text[i].isdigit():
             if literal:
-                parts.append("".join(literal))
+                parts.append(wire("".join(literal)))
                 literal = []
             parts.append(Capture(int(text[i])))
             i += 1
@@ -91,9 +125,9 @@ def compile_value(text: str) -> ComplexValue:
         if not name:
             raise VariableSyntaxError("invalid variable name")
         if literal:
-            parts.append("".join(literal))
+            parts.append(wire("".join(literal)))
             literal = []
         parts.append(Var(name.lower()))
     if literal:
-        parts.append("".join(literal))
+        parts.append(wire("".join(literal)))
     return ComplexValue(text, tuple(parts))

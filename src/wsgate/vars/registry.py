@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from wsgate import __version__
 from wsgate.http.parser import RequestHead
-from wsgate.vars.compile import Capture, ComplexValue, Var
+from wsgate.vars.compile import Capture, ComplexValue, Var, ascii_lower, wire
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -86,6 +86,7 @@ class RequestVars:
         "host",
         "location",
         "maps",
+        "named",
         "proxy_host",
         "request_length",
         "server",
@@ -120,7 +121,10 @@ class RequestVars:
         self.end_time = 0.0
         self.location: LocationConf | None = None
         self.captures: tuple[str, ...] = ()
-        self.proxy_host = ""
+        # Named captures of the regexes that matched (server_name, location, map); each
+        # one is a variable of its own, as in nginx.
+        self.named: dict[str, str] = {}
+        self.proxy_host: str | None = None  # set when the request is proxied
         self.status = 0
         self.body_bytes_sent = 0
         self.bytes_sent = 0
@@ -153,7 +157,8 @@ class RequestVars:
                 continue
             value = self.get(part.name) if isinstance(part, Var) else self._capture(part)
             if value is None:
-                out.append("" if escape == "json" else "-")
+                # ngx_http_log_variable prints "-"; the json and none escapings nothing.
+                out.append("-" if escape == "default" else "")
             else:
                 out.append(escape_log_value(value, escape))
         return "".join(out)
@@ -173,6 +178,9 @@ class RequestVars:
             value = self._map(m)
             self._cache[name] = value
             return value
+        value = self.named.get(name)
+        if value is not None:
+            return value
         for prefix, family in _FAMILIES:
             if name.startswith(prefix):
                 return family(self, name[len(prefix) :])
@@ -181,7 +189,7 @@ class RequestVars:
     def _map(self, m: MapConf) -> str | None:
         # ngx_http_map_find: exact (lower-cased), wildcards with "hostnames", regexes, default.
         source = self.evaluate(m.source)
-        key = source.lower()
+        key = ascii_lower(source)
         if m.hostnames and key.endswith("."):
             key = key[:-1]
         hit = m.exact.get(key)
@@ -202,12 +210,11 @@ class RequestVars:
         for pattern, value in m.regexes:
             match = pattern.search(source)
             if match is not None:
-                saved = self.captures
+                # ngx_http_regex_exec: the map's match becomes the request's captures
+                # ($1.. and named ones) from here on, as in nginx.
                 self.captures = (match.group(0), *(g or "" for g in match.groups()))
-                try:
-                    return self.evaluate(value)
-                finally:
-                    self.captures = saved
+                self.named.update({k.lower(): v or "" for k, v in match.groupdict().items()})
+                return self.evaluate(value)
         if m.default is not None:
             return self.evaluate(m.default)
         return ""
@@ -262,6 +269,22 @@ def _proxy_add_x_forwarded_for(rv: RequestVars) -> str:
     return f"{xff}, {rv.conn.remote_addr}"
 
 
+def _request_uri(rv: RequestVars) -> str:
+    # An absolute-form target's scheme and host are not part of $request_uri.
+    target = rv.head.target
+    if target.startswith("/"):
+        return target
+    rest = target.split("//", 1)[-1]
+    cut = min((i for i in (rest.find("/"), rest.find("?")) if i >= 0), default=len(rest))
+    path = rest[cut:]
+    return "/" + path if not path.startswith("/") else path
+
+
+def _args(rv: RequestVars) -> str | None:
+    # Not found when the request line has no "?" at all; found and empty for "/x?".
+    return rv.args if rv.args or "?" in rv.head.target else None
+
+
 def _request_time(rv: RequestVars) -> str:
     end = rv.end_time or time.time()
     return f"{max(0.0, end - rv.start):.3f}"
@@ -281,17 +304,17 @@ _GETTERS: dict[str, Callable[[RequestVars], str | None]] = {
     "remote_user": lambda rv: None,
     "server_addr": lambda rv: rv.conn.server_addr,
     "server_port": lambda rv: str(rv.conn.server_port),
-    "server_name": lambda rv: rv.server.server_name[0],
+    "server_name": lambda rv: rv.server.name,
     "server_protocol": lambda rv: f"HTTP/{rv.head.version}",
     "scheme": lambda rv: rv.conn.scheme,
     "https": lambda rv: "on" if rv.conn.scheme == "https" else "",
     "request": lambda rv: rv.head.request_line,
-    "request_uri": lambda rv: rv.head.target,
+    "request_uri": _request_uri,
     "request_method": lambda rv: rv.head.method,
-    "uri": lambda rv: rv.uri,
-    "document_uri": lambda rv: rv.uri,
-    "args": lambda rv: rv.args,
-    "query_string": lambda rv: rv.args,
+    "uri": lambda rv: wire(rv.uri),
+    "document_uri": lambda rv: wire(rv.uri),
+    "args": _args,
+    "query_string": _args,
     "is_args": lambda rv: "?" if rv.args else "",
     "content_length": lambda rv: rv.head.header("content-length"),
     "content_type": lambda rv: rv.head.header("content-type"),
