@@ -246,10 +246,16 @@ def test_echo_process_stops_cleanly(signum: signal.Signals) -> None:
         proc.send_signal(signum)
         stdout, stderr = proc.communicate(timeout=TIMEOUT)
     assert (proc.returncode, stderr) == (0, b"")
-    assert stdout.decode().splitlines() == [
-        "Server started",
-        *(f"Received from client: to {port}" for port in ports),
+    lines = stdout.decode().splitlines()
+    assert lines[0] == "Server started"
+    assert [line for line in lines if line.startswith("Received")] == [
+        f"Received from client: to {port}" for port in ports
     ]
+    assert [line.split(": ")[0] for line in lines[1:]] == [
+        "Client connected",
+        "Received from client",
+        "Client disconnected",
+    ] * len(ports)
 
 
 def test_echo_process_port_in_use() -> None:

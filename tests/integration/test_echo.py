@@ -1,4 +1,5 @@
-"""``wsgate echo`` in-process: the article's strings, the other modes, several ports, limits.
+"""``wsgate echo`` in-process: the article's strings, the other modes, several ports, limits,
+connection lines, subprotocol selection and TLS (certificates made by trustme at test time).
 
 Each test runs the server on the test's loop with ports chosen at run time and talks to it
 with the ``websockets`` client. Readiness comes from the ``ready`` event or from the context
@@ -10,10 +11,13 @@ from __future__ import annotations
 import asyncio
 import io
 import socket
+import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import pytest
+import trustme
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosedError
 
@@ -26,6 +30,7 @@ from wsgate.echo.server import (
     Mode,
     open_echo_server,
     serve_echo,
+    server_ssl_context,
 )
 
 
@@ -73,15 +78,26 @@ def url(server: EchoServer, index: int = 0) -> str:
     return f"ws://127.0.0.1:{server.ports[index]}/"
 
 
+def client(ws: ClientConnection) -> str:
+    host, port = ws.local_address[:2]
+    return f"{host}:{port}"
+
+
 async def test_article_reply_and_log() -> None:
-    async with echo() as (server, log), connect(url(server)) as ws:
-        await ws.send("Hello")
-        assert await ws.recv() == "Server received from client: Hello"
-        await ws.send("Welcome to www.hi-linux.com")
-        assert await ws.recv() == "Server received from client: Welcome to www.hi-linux.com"
-    assert log.getvalue() == (
-        "Received from client: Hello\nReceived from client: Welcome to www.hi-linux.com\n"
-    )
+    async with echo() as (server, log):
+        async with connect(url(server) + "chat?x=1") as ws:
+            await ws.send("Hello")
+            assert await ws.recv() == "Server received from client: Hello"
+            await ws.send("Welcome to www.hi-linux.com")
+            assert await ws.recv() == "Server received from client: Welcome to www.hi-linux.com"
+            await ws.close(4000, "bye")
+        await log.wait_for(f'Client disconnected: {client(ws)} (code: 4000, reason: "bye")')
+    assert log.getvalue().splitlines() == [
+        f"Client connected: {client(ws)} /chat?x=1",
+        "Received from client: Hello",
+        "Received from client: Welcome to www.hi-linux.com",
+        f'Client disconnected: {client(ws)} (code: 4000, reason: "bye")',
+    ]
 
 
 async def test_article_binary_stays_binary() -> None:
@@ -89,7 +105,49 @@ async def test_article_binary_stays_binary() -> None:
     async with echo() as (server, log), connect(url(server)) as ws:
         await ws.send(payload)
         assert await ws.recv() == REPLY_PREFIX.encode() + payload
-    assert log.getvalue() == "Received from client: <binary 256 bytes>\n"
+    assert "Received from client: <binary 256 bytes>" in log.getvalue().splitlines()
+
+
+async def test_lost_connection_is_logged_as_1006() -> None:
+    async with echo() as (server, log), connect(url(server)) as ws:
+        await ws.send("x")
+        assert await ws.recv() == "Server received from client: x"
+        ws.transport.abort()
+        await log.wait_for(f'Client disconnected: {client(ws)} (code: 1006, reason: "")')
+
+
+async def test_subprotocol_first_offered_that_the_server_supports() -> None:
+    log = LogLines()
+    async with open_echo_server(
+        "127.0.0.1", [0], subprotocols=["b", "a"], out=log, compression=False
+    ) as server:
+        for offered, chosen in [(["a", "b"], "a"), (["c", "b"], "b"), (["c"], None)]:
+            async with connect(url(server), subprotocols=offered) as ws:  # type: ignore[arg-type]
+                assert ws.subprotocol == chosen
+        async with connect(url(server)) as ws:
+            assert ws.subprotocol is None
+    lines = [line for line in log.getvalue().splitlines() if "connected:" in line]
+    assert lines[0].endswith(" / (subprotocol: a)")
+    assert lines[2].endswith(" / (subprotocol: b)")
+
+
+async def test_tls_with_a_certificate_made_at_test_time(tmp_path: Path) -> None:
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1", "localhost")
+    cert_file, key_file = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert.cert_chain_pems[0].write_to_path(str(cert_file))
+    cert.private_key_pem.write_to_path(str(key_file))
+    client_context = ssl.create_default_context()
+    ca.configure_trust(client_context)
+    context = server_ssl_context(str(cert_file), str(key_file))
+    async with open_echo_server("127.0.0.1", [0], ssl_context=context, out=LogLines()) as server:
+        uri = f"wss://127.0.0.1:{server.ports[0]}/"
+        async with connect(uri, ssl=client_context) as ws:
+            await ws.send("secret")
+            assert await ws.recv() == "Server received from client: secret"
+        with pytest.raises(ssl.SSLCertVerificationError):
+            async with connect(uri, ssl=ssl.create_default_context()):
+                pass
 
 
 async def test_echo_mode_returns_messages_unchanged() -> None:
@@ -134,7 +192,8 @@ async def test_several_ports_one_process() -> None:
             assert await ws.recv() == f"Server received from client: to {port}"
     stop.set()
     await task
-    assert log.getvalue().splitlines()[1:] == [f"Received from client: to {p}" for p in ports]
+    received = [line for line in log.getvalue().splitlines() if line.startswith("Received")]
+    assert received == [f"Received from client: to {p}" for p in ports]
 
 
 async def test_cancel_closes_open_connections_with_1001() -> None:

@@ -52,7 +52,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "unchanged; discard: no reply (default: %(default)s)",
     )
     parser.add_argument(
-        "--quiet", action="store_true", help="do not log 'Received from client: ...' lines"
+        "--quiet",
+        action="store_true",
+        help="log nothing but 'Server started' (no connection and no message lines)",
     )
     parser.add_argument(
         "--max-size",
@@ -66,6 +68,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         dest="compression",
         action="store_false",
         help="do not offer permessage-deflate",
+    )
+    parser.add_argument(
+        "--cert",
+        metavar="FILE",
+        help="serve wss:// with this PEM certificate (chain); the key may be in it too",
+    )
+    parser.add_argument("--key", metavar="FILE", help="PEM private key for --cert")
+    parser.add_argument(
+        "--subprotocol",
+        action="append",
+        metavar="NAME",
+        help="a subprotocol the server may choose; repeat for several. The first one the "
+        "client offers that is in this list is chosen",
     )
 
 

@@ -3,7 +3,28 @@
 The article's ``server.js`` prints ``Server started``, logs ``Received from client: <msg>`` for
 every message and answers ``Server received from client: <msg>``. This module keeps those
 strings and adds what the proxy's tests and benchmarks need: several ports in one process, a
-plain echo mode, a discard mode, a quiet switch and a message size limit.
+plain echo mode, a discard mode, a quiet switch, a message size limit, TLS (``wss://``) and
+subprotocol selection.
+
+The log, on stdout, one line per event (``--quiet`` turns all but ``Server started`` off)::
+
+    Server started
+    Client connected: 127.0.0.1:50522 /chat (subprotocol: chat)
+    Received from client: Hello
+    Received from client: <binary 256 bytes>
+    Client disconnected: 127.0.0.1:50522 (code: 1000, reason: "bye")
+
+The article's server logs no connection; these two lines are wsgate's, worded like wscat's
+listen mode (``Client connected``, ``Disconnected (code: N, reason: "...")``) plus the client's
+address, so that lines of concurrent clients can be told apart. ``Client connected`` gives the
+request path, and the subprotocol when one was chosen; ``Client disconnected`` gives the close
+code the client sent (1005 for none, 1006 when the TCP connection was lost) and its reason.
+Message lines stay exactly the article's.
+
+Subprotocols: with ``--subprotocol NAME`` (repeatable) the server picks the *first subprotocol
+the client offers* that is in its own list; a client offering none of them is accepted without
+a subprotocol (ws' and wscat's clients then fail with ``Server sent no subprotocol``). Without
+the flag no subprotocol is ever chosen.
 
 Theory of operation: :func:`open_echo_server` opens one ``websockets`` server per port (each
 binds every address ``host`` resolves to, as node's ``ws`` listens on ``::``), and every
@@ -20,15 +41,16 @@ import enum
 import io
 import os
 import signal
+import ssl
 import sys
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import TextIO
 
 import uvloop
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
-from websockets.typing import Data
+from websockets.typing import Data, Subprotocol
 
 from wsgate.errors import WsgateError
 
@@ -43,6 +65,7 @@ __all__ = [
     "open_echo_server",
     "run",
     "serve_echo",
+    "server_ssl_context",
 ]
 
 #: The port of the article's ``server.js`` (``new WebSocketServer({port: 8010})``).
@@ -77,8 +100,18 @@ class ListenError(WsgateError):
         self.reason = reason
 
 
+def _address(connection: ServerConnection) -> str:
+    """``host:port`` of the client (``[v6]:port`` for IPv6)."""
+    try:
+        host, port = connection.remote_address[:2]
+    except (TypeError, ValueError):
+        return "unknown"
+    return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+
+
 class _EchoHandler:
-    """Per-connection loop: log each message (unless quiet) and answer it according to ``mode``."""
+    """Per-connection loop: log the connection and each message (unless quiet), answer each
+    message according to ``mode``."""
 
     def __init__(self, mode: Mode, quiet: bool, out: TextIO) -> None:
         self.mode = mode
@@ -87,6 +120,12 @@ class _EchoHandler:
 
     async def __call__(self, connection: ServerConnection) -> None:
         """Serve one connection until the peer closes it; websockets then closes the socket."""
+        address = _address(connection)
+        if not self.quiet:
+            path = connection.request.path if connection.request is not None else "/"
+            chosen = connection.subprotocol
+            suffix = f" (subprotocol: {chosen})" if chosen else ""
+            self._write(f"Client connected: {address} {path}{suffix}")
         try:
             async for message in connection:
                 if not self.quiet:
@@ -97,17 +136,27 @@ class _EchoHandler:
         except ConnectionClosed:
             # A peer that vanishes (1006) or closes with an error code is routine for an echo
             # server; websockets would otherwise log "connection handler failed".
-            return
+            pass
+        finally:
+            if not self.quiet:
+                await connection.wait_closed()
+                received = connection.protocol.close_rcvd
+                code = 1006 if received is None else received.code
+                reason = "" if received is None else received.reason
+                self._write(f'Client disconnected: {address} (code: {code}, reason: "{reason}")')
 
-    def _log(self, message: Data) -> None:
-        # server.js: console.log('Received from client: %s', message)
-        shown = message if isinstance(message, str) else f"<binary {len(message)} bytes>"
+    def _write(self, line: str) -> None:
         try:
-            self.out.write(f"Received from client: {shown}\n")
+            self.out.write(f"{line}\n")
             self.out.flush()
         except BrokenPipeError:
             # Whoever read the log went away (`wsgate echo | head`): keep serving, unlogged.
             self.quiet = True
+
+    def _log(self, message: Data) -> None:
+        # server.js: console.log('Received from client: %s', message)
+        shown = message if isinstance(message, str) else f"<binary {len(message)} bytes>"
+        self._write(f"Received from client: {shown}")
 
     def _reply(self, message: Data) -> Data | None:
         if self.mode is Mode.DISCARD:
@@ -119,6 +168,32 @@ class _EchoHandler:
         if isinstance(message, str):
             return REPLY_PREFIX + message
         return _REPLY_PREFIX_BYTES + bytes(message)
+
+
+def _subprotocol_selector(
+    supported: Sequence[str],
+) -> Callable[[ServerConnection, Sequence[Subprotocol]], Subprotocol | None]:
+    """``select_subprotocol`` for ``websockets.serve``: the first offered that is supported."""
+    accepted = frozenset(supported)
+
+    def select(connection: ServerConnection, offered: Sequence[Subprotocol]) -> Subprotocol | None:
+        return next((protocol for protocol in offered if protocol in accepted), None)
+
+    return select
+
+
+def server_ssl_context(cert: str, key: str | None = None) -> ssl.SSLContext:
+    """TLS settings for ``wss://`` from a PEM certificate chain and its key.
+
+    ``key`` may be ``None`` when ``cert`` holds the key too.
+
+    Raises:
+        OSError: a file cannot be read.
+        ssl.SSLError: the files do not hold a usable certificate and key.
+    """
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    return context
 
 
 class EchoServer:
@@ -157,6 +232,8 @@ async def open_echo_server(
     max_size: int | None = DEFAULT_MAX_SIZE,
     compression: bool = True,
     out: TextIO | None = None,
+    ssl_context: ssl.SSLContext | None = None,
+    subprotocols: Sequence[str] = (),
 ) -> AsyncIterator[EchoServer]:
     """Listen on every port in ``ports`` and serve echo connections until the context exits.
 
@@ -168,10 +245,13 @@ async def open_echo_server(
         host: Name or address to bind; every address it resolves to is bound.
         ports: TCP ports, one server each (0 picks a free port).
         mode: What to answer, see :class:`Mode`.
-        quiet: Do not log ``Received from client: ...`` lines.
+        quiet: Log nothing (no connection and no message lines).
         max_size: Largest incoming message in bytes; ``None`` disables the limit.
         compression: Offer permessage-deflate (RFC 7692).
-        out: Where message lines go; defaults to ``sys.stdout`` at call time.
+        out: Where log lines go; defaults to ``sys.stdout`` at call time.
+        ssl_context: Serve ``wss://`` with these TLS settings (see
+            :func:`server_ssl_context`); ``None`` serves plain ``ws://``.
+        subprotocols: Subprotocols the server may choose (see the module docstring).
 
     Raises:
         ListenError: A port could not be bound (the ports already bound are closed again).
@@ -188,6 +268,8 @@ async def open_echo_server(
                         port,
                         max_size=max_size,
                         compression="deflate" if compression else None,
+                        ssl=ssl_context,
+                        select_subprotocol=_subprotocol_selector(subprotocols),
                     )
                 )
             except OSError as exc:
@@ -207,6 +289,8 @@ async def serve_echo(
     ready: asyncio.Event | None = None,
     stop: asyncio.Event | None = None,
     out: TextIO | None = None,
+    ssl_context: ssl.SSLContext | None = None,
+    subprotocols: Sequence[str] = (),
 ) -> None:
     """Run the article's echo server until cancelled, or until ``stop`` is set.
 
@@ -228,6 +312,8 @@ async def serve_echo(
         max_size=max_size,
         compression=compression,
         out=stream,
+        ssl_context=ssl_context,
+        subprotocols=subprotocols,
     ):
         stream.write("Server started\n")
         stream.flush()
@@ -246,6 +332,12 @@ async def _main(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         loop.add_signal_handler(signum, stop.set)
     max_size: int = args.max_size
     try:
+        context = None if args.cert is None else server_ssl_context(args.cert, args.key)
+    except (OSError, ssl.SSLError) as exc:
+        err.write(f"wsgate echo: cannot load the certificate: {exc}\n")
+        err.flush()
+        return 1
+    try:
         await serve_echo(
             args.host,
             args.port or (ARTICLE_PORT,),
@@ -255,6 +347,8 @@ async def _main(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             compression=args.compression,
             stop=stop,
             out=out,
+            ssl_context=context,
+            subprotocols=args.subprotocol or (),
         )
     except ListenError as exc:
         err.write(f"wsgate echo: {exc}\n")
@@ -299,8 +393,9 @@ def run(args: argparse.Namespace) -> int:
     """Run ``wsgate echo`` with options parsed by :func:`wsgate.cli.echo.add_arguments`.
 
     Blocks until SIGINT or SIGTERM, then closes connections (1001) and returns 0. Returns 1
-    when a port cannot be bound. Call it from the main thread with no event loop running; to
-    run the server inside an existing loop use :func:`serve_echo` instead.
+    when a port cannot be bound or the certificate cannot be loaded. Call it from the main
+    thread with no event loop running; to run the server inside an existing loop use
+    :func:`serve_echo` instead.
     """
     _reserve_standard_fds()
     out = _output_stream(sys.stdout, 1)
