@@ -47,6 +47,7 @@ from tests.support.wsgate import proxy_in_process
 from wsgate import __version__
 
 IO_TIMEOUT = 3.0  # seconds for one request (loopback: far more than enough)
+LOG_TIMEOUT = 2.0  # seconds for a request's access-log lines to appear
 RUN_TIMEOUT = 60.0  # seconds for the whole script through one proxy
 WSGATE_TOKEN = f"wsgate/{__version__}"
 BACKENDS = ("b1", "b2", "b3", "b4", "b5", "b6")
@@ -212,6 +213,16 @@ http {
             proxy_redirect ~^http://(other)\.test/(.*)$ /$1/$2;
         }
 
+        location /outer/ {
+            proxy_pass http://u3/o/;
+            proxy_set_header X-Loc outer;
+            location /outer/inner/ { proxy_pass http://u3/i/; proxy_set_header X-Loc inner2; }
+        }
+        location /dead/ {
+            proxy_pass http://127.0.0.1:@dead@;
+            proxy_set_header X-Loc dead;
+            add_header X-Dead always always;
+        }
         location /quiet/ { proxy_pass http://u1; proxy_set_header X-Loc quiet; access_log off; }
         location /onelog/ {
             proxy_pass http://u1;
@@ -259,6 +270,17 @@ http {
         location / { proxy_pass http://u1; proxy_set_header X-Loc never; }
     }
     server {
+        listen 127.0.0.1:@P1@;
+        server_name only.test;
+        location /only/ { proxy_pass http://u1; proxy_set_header X-Loc only; }
+    }
+    server {
+        listen [::1]:@P3@;
+        server_name v6.test;
+        location / { proxy_pass http://u2; proxy_set_header X-Loc v6; }
+        location = /r { return 301 /t; }
+    }
+    server {
         listen @P2@;
         server_name wild.test;
         location / { proxy_pass http://u2; proxy_set_header X-Loc any-addr; }
@@ -292,8 +314,15 @@ class Case:
     status: int
     loc: str | None = None  # X-Loc the peer must receive; None: nothing goes upstream
     backend: str = ""  # the peer that must receive it (when loc is set)
-    port: Literal["P1", "P2"] = "P1"
+    port: Literal["P1", "P2", "P3"] = "P1"
     addr: str = "127.0.0.1"
+    logged: Literal["all", "none", "loc"] = "all"  # the http-level logs, none, loc.log
+
+    def expected_lines(self, log: str) -> int:
+        """Lines nginx writes to ``log`` for this request."""
+        if self.logged == "none":
+            return 0
+        return int((log == "loc.log") == (self.logged == "loc"))
 
     def data(self) -> bytes:
         lines = [*self.lines, f"X-Case: {self.id}"]
@@ -312,15 +341,17 @@ def get(
     host: str | None = "example.com",
     headers: tuple[str, ...] = (),
     version: str = "1.1",
-    port: Literal["P1", "P2"] = "P1",
+    port: Literal["P1", "P2", "P3"] = "P1",
     addr: str = "127.0.0.1",
+    method: str = "GET",
+    logged: Literal["all", "none", "loc"] = "all",
 ) -> Case:
     """``GET target HTTP/version`` with ``Host: host`` (none when ``host`` is None)."""
-    lines = [f"GET {target} HTTP/{version}"]
+    lines = [f"{method} {target} HTTP/{version}"]
     if host is not None:
         lines.append(f"Host: {host}")
     lines.extend(headers)
-    return Case(case_id, tuple(lines), status, loc, backend if loc else "", port, addr)
+    return Case(case_id, tuple(lines), status, loc, backend if loc else "", port, addr, logged)
 
 
 CASES: tuple[Case, ...] = (
@@ -351,6 +382,20 @@ CASES: tuple[Case, ...] = (
         port="P2",
         addr="127.0.0.2",
     ),
+    get("srv-absolute-form-port", "http://example.com:8080/x", loc="root", host="first.test"),
+    get("srv-ipv6-listen", "/v6?q", loc="v6", backend="b2", host="v6.test", port="P3", addr="::1"),
+    get(
+        "srv-ipv6-http10",
+        "/v6",
+        loc="v6",
+        backend="b2",
+        host=None,
+        version="1.0",
+        port="P3",
+        addr="::1",
+    ),
+    get("srv-ipv6-redirect-local-addr", "/r", 301, host=None, version="1.0", port="P3", addr="::1"),
+    get("srv-no-location-matches", "/elsewhere", 404, host="only.test"),
     # --- location selection (section 4.2) ---
     get("loc-exact", "/exact", loc="exact"),
     get("loc-exact-slash-is-prefix", "/exact/", loc="exact-prefix"),
@@ -374,12 +419,16 @@ CASES: tuple[Case, ...] = (
     get("loc-regex-no-nested", "/rx/a", loc="rx"),
     get("loc-decoded-uri", "/%69mages/%61.gif", loc="gif"),
     get("loc-dot-segments", "/static/../images/x.jpg", loc="gif"),
+    get("loc-escaped-dot-segments", "/static/%2e%2e/images/x.jpg", loc="gif"),
+    get("loc-above-root-400", "/../x", 400),
     # --- proxy_pass and the URI sent upstream (section 4.4) ---
     get("uri-no-part-raw", "/p3/a%2Fb/./c?z", loc="p3", backend="b2"),
     get("uri-no-part-slashes", "/p3//x/../y", loc="p3", backend="b2"),
     get("uri-slash-part", "/p1/a/b?x=1", loc="p1", backend="b2"),
     get("uri-slash-part-normalized", "/p1/a%20b/../c?y", loc="p1", backend="b2"),
     get("uri-slash-part-2f", "/p1/a%2Fb?k=%2F", loc="p1", backend="b2"),
+    get("uri-slash-part-exact-name", "/p1/", loc="p1", backend="b2"),
+    get("uri-plus-and-empty-args", "/p1/a+b?", loc="p1", backend="b2"),
     get("uri-new-part-merged", "/p2/a//b?q", loc="p2", backend="b4"),
     get("uri-string-swap-slash", "/p4/zz", loc="p4", backend="b2"),
     get("uri-string-swap-no-slash", "/p4zz", loc="p4", backend="b2"),
@@ -427,6 +476,21 @@ CASES: tuple[Case, ...] = (
     get("redirect-off", "/rd3/go?location=http%3A%2F%2Fu3%2Ffoo", 302, "rd3", "b3"),
     get("redirect-explicit", "/rd4/go?location=http%3A%2F%2Fu3%2Fbar", 302, "rd4", "b3"),
     get("redirect-regex", "/rd4/go?location=http%3A%2F%2Fother.test%2Fy", 302, "rd4", "b3"),
+    get("redirect-case-sensitive", "/rd1/go?location=HTTP%3A%2F%2Fu3%2Fx", 302, "rd1", "b3"),
+    get(
+        "redirect-nested-inherits-parent-rule",
+        "/outer/inner/go?location=http%3A%2F%2Fu3%2Fo%2Fx",
+        302,
+        "inner2",
+        "b3",
+    ),
+    get(
+        "redirect-nested-own-url-kept",
+        "/outer/inner/go?location=http%3A%2F%2Fu3%2Fi%2Fx",
+        302,
+        "inner2",
+        "b3",
+    ),
     get("redirect-refresh", "/rd1/go?refresh=1&location=http%3A%2F%2Fu3%2Fr", 302, "rd1", "b3"),
     get(
         "redirect-http10-no-host",
@@ -458,8 +522,22 @@ CASES: tuple[Case, ...] = (
         headers=('User-Agent: q"uote\\back\tslash caf\xc3\xa9', 'X-Odd: {"k": [1]}'),
     ),
     get("vars-upstream-404", "/vars/status/404", 404, "vars"),
-    get("log-off", "/quiet/x", loc="quiet"),
-    get("log-location-only", "/onelog/x", loc="onelog"),
+    get("vars-dead-peer-502", "/dead/x?y", 502),
+    get("vars-head-return", "/ret/200", method="HEAD"),
+    get(
+        "vars-cookies-args-headers",
+        "/vars/c?A=1&b=&c&a=2",
+        loc="vars",
+        headers=(
+            "Cookie: SID=upper; sid=lower",
+            "Cookie: other=1",
+            "X-Forwarded-For:",
+            "User-Agent: one",
+            "User-Agent: two",
+        ),
+    ),
+    get("log-off", "/quiet/x", loc="quiet", logged="none"),
+    get("log-location-only", "/onelog/x", loc="onelog", logged="loc"),
     # --- maps (section 1.1) ---
     get("map-exact", "/map/exact", loc="map"),
     get("map-regex-captures", "/map/abc/42", loc="map"),
@@ -553,9 +631,17 @@ async def run_script(
                 for name, b in backends.items()
                 if len(b.heads) > before[name]
             }
+            # A line can follow the close (nginx's lingering close logs when it ends), so
+            # wait for the lines nginx writes; a proxy writing fewer shows up after
+            # LOG_TIMEOUT as a difference, not as a hang.
             lines: dict[str, list[str]] = {}
+            deadline = asyncio.get_running_loop().time() + LOG_TIMEOUT
             for name in LOGS:
+                want = seen[name] + case.expected_lines(name)
                 all_lines = _read_lines(logs / name)
+                while len(all_lines) < want and asyncio.get_running_loop().time() < deadline:
+                    await asyncio.sleep(0.005)  # polling a file, bounded by the deadline
+                    all_lines = _read_lines(logs / name)
                 lines[name] = all_lines[seen[name] :]
                 seen[name] = len(all_lines)
             answers[case.id] = Answer(client_port, received, heads, lines)
@@ -583,7 +669,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Runs:
     """The whole script through nginx, then through wsgate, on the same ports."""
     token = nginx_server_token(require_nginx())
     tmp = tmp_path_factory.mktemp("routing")
-    names = ("P1", "P2", *BACKENDS)
+    names = ("P1", "P2", "P3", "dead", *BACKENDS)
     ports = dict(zip(names, free_ports(len(names)), strict=True))
 
     async def both() -> Runs:
@@ -645,6 +731,7 @@ pytestmark = pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
 def test_nginx_does_what_the_case_says(runs: Runs, case: Case) -> None:
     ng = runs.nginx[case.id]
     assert ng.status == case.status, ng.received
+    assert {k: len(v) for k, v in ng.logs.items()} == {k: case.expected_lines(k) for k in LOGS}
     if case.loc is None:
         assert ng.heads == {}, ng.heads
     else:

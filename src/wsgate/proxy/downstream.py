@@ -699,6 +699,7 @@ class Downstream(asyncio.Protocol):
         length = len(raw)
         if stage == "line":
             head.headers = []
+            head.target = ""  # no $request_uri: nginx refused the URI before keeping it
             length = raw.find(b"\r\n") + 2
         elif stage == "host":
             hosts = [i for i, (n, _) in enumerate(head.headers) if n.lower() == "host"]

@@ -10,7 +10,6 @@ socket: tests build a ``RequestVars`` from a table.
 from __future__ import annotations
 
 import os
-import re
 import socket
 import time
 from collections.abc import Callable
@@ -245,13 +244,32 @@ def _arg(rv: RequestVars, suffix: str) -> str | None:
 
 
 def _cookie(rv: RequestVars, suffix: str) -> str | None:
-    cookies = rv.header_value("cookie")
-    if cookies is None:
-        return None
-    for item in re.split(r"[;,]\s*", cookies):
-        k, sep, v = item.partition("=")
-        if sep and k.strip() == suffix:
-            return v
+    # ngx_http_parse_multi_header_lines (1.22): each Cookie line in turn; the name is
+    # compared without case; a name not followed by "=" skips to the next ";" or ",".
+    n = len(suffix)
+    for value in (v for k, v in rv.head.headers if k.lower() == "cookie"):
+        end = len(value)
+        if n > end:
+            continue
+        i = 0
+        while i < end:
+            if ascii_lower(value[i : i + n]) == suffix:
+                j = i + n
+                while j < end and value[j] == " ":
+                    j += 1
+                if j < end and value[j] == "=":
+                    j += 1
+                    while j < end and value[j] == " ":
+                        j += 1
+                    stop = value.find(";", j)
+                    return value[j : stop if stop >= 0 else end]
+                i = min(j + 1, end)  # the character that was not "=" is consumed
+            while i < end:
+                i += 1
+                if value[i - 1] in ";,":
+                    break
+            while i < end and value[i] == " ":
+                i += 1
     return None
 
 
@@ -269,9 +287,12 @@ def _proxy_add_x_forwarded_for(rv: RequestVars) -> str:
     return f"{xff}, {rv.conn.remote_addr}"
 
 
-def _request_uri(rv: RequestVars) -> str:
-    # An absolute-form target's scheme and host are not part of $request_uri.
+def _request_uri(rv: RequestVars) -> str | None:
+    # An absolute-form target's scheme and host are not part of $request_uri; a request
+    # refused for its URI has none (the caller empties the target).
     target = rv.head.target
+    if not target:
+        return None
     if target.startswith("/"):
         return target
     rest = target.split("//", 1)[-1]
@@ -281,8 +302,8 @@ def _request_uri(rv: RequestVars) -> str:
 
 
 def _args(rv: RequestVars) -> str | None:
-    # Not found when the request line has no "?" at all; found and empty for "/x?".
-    return rv.args if rv.args or "?" in rv.head.target else None
+    # ngx_http_process_request_uri: an empty query string ("/x" or "/x?") is not found.
+    return rv.args or None
 
 
 def _request_time(rv: RequestVars) -> str:
