@@ -18,9 +18,10 @@ Both outputs are reduced to the same shape and compared as a whole:
 Lines at other levels (``[warn]``, ``[notice]``) are not compared. The exit statuses must
 be equal too.
 
-Known differences (``KNOWN_DIFFERENCES``): nginx accepts ``if`` blocks, ``ip_hash``, named
-locations, variables in ``proxy_pass`` and unix-socket upstreams; wsgate refuses each with
-its own "not supported" message at the directive's line.
+Known differences (``KNOWN_DIFFERENCES``): nginx accepts ``if`` blocks, named locations,
+variables in ``proxy_pass`` and unix-socket upstreams; wsgate refuses each with its own
+"not supported" message at the directive's line. The balancing methods are compared in
+``test_nginx_balancer_conf.py``.
 """
 
 from __future__ import annotations
@@ -396,12 +397,6 @@ KNOWN_DIFFERENCES: list[Case] = [
         _loc(PP + "   if ($request_method = POST) {\n    return 405;\n   }\n"),
         refusal='"if" directive is not supported',
         line=7,
-    ),
-    Case(
-        "ip-hash",
-        _conf(" upstream u {\n  ip_hash;\n  server 127.0.0.1:1;\n }\n"),
-        refusal='"ip_hash" directive is not supported',
-        line=4,
     ),
     Case(
         "named-location",

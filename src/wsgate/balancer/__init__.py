@@ -10,22 +10,39 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from wsgate.balancer.base import Balancer, Outcome, PeerState, Pick, RequestInfo
+from wsgate.balancer.hash import ConsistentHash, Hash, hash_balancer
+from wsgate.balancer.ip_hash import IpHash
+from wsgate.balancer.least_conn import LeastConn
+from wsgate.balancer.random import Random
 from wsgate.balancer.round_robin import RoundRobin
+from wsgate.balancer.state import PeerView, snapshot
 from wsgate.conf.model import UpstreamConf
 
 __all__ = [
     "METHODS",
     "Balancer",
+    "ConsistentHash",
+    "Hash",
+    "IpHash",
+    "LeastConn",
     "Outcome",
     "PeerState",
+    "PeerView",
     "Pick",
+    "Random",
     "RequestInfo",
     "RoundRobin",
     "for_upstream",
+    "snapshot",
 ]
 
+# The method names are the directives' (``hash`` covers ``hash KEY consistent`` too).
 METHODS: dict[str, Callable[[UpstreamConf], Balancer]] = {
     "round_robin": RoundRobin,
+    "ip_hash": IpHash,
+    "hash": hash_balancer,
+    "least_conn": LeastConn,
+    "random": Random,
 }
 
 

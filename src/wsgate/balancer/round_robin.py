@@ -19,7 +19,8 @@ Theory of operation:
 
 Invariants:
 
-* ``PeerState.conns`` counts attempts between ``get`` and ``free`` (in flight).
+* ``PeerState.conns`` counts attempts between ``get`` and ``free``: requests in flight, and
+  tunnels for their whole life (the proxy frees a tunnel's peer when the tunnel closes).
 * ``0 <= effective_weight <= weight``; a failure lowers it by ``weight // max_fails`` and each
   round in which the peer is usable raises it by one.
 * Single mode (exactly one primary, no backups): no weights, no failure accounting, no
@@ -38,10 +39,10 @@ from dataclasses import dataclass, field
 from wsgate.balancer.base import Outcome, PeerState, Pick, RequestInfo
 from wsgate.conf.model import UpstreamConf
 
-__all__ = ["RoundRobin", "RoundRobinPick", "is_usable"]
+__all__ = ["RoundRobin", "RoundRobinPick", "is_usable", "peer_at_weight", "whole_seconds"]
 
 
-def _seconds(now: float) -> float:
+def whole_seconds(now: float) -> float:
     """``ngx_time()``: the caller's clock in whole seconds."""
     return float(math.floor(now))
 
@@ -50,8 +51,8 @@ def is_usable(peer: PeerState, now: float) -> bool:
     """Whether ``peer`` may be chosen at ``now`` (``tried`` is the caller's business).
 
     A peer is unusable when it is ``down``, when it has ``max_fails`` failures and its last
-    check is at most ``fail_timeout`` ago, or when it has ``max_conns`` attempts in flight
-    (``ngx_http_upstream_get_peer``).
+    check is at most ``fail_timeout`` ago, or when it has ``max_conns`` connections: requests
+    in flight and open tunnels (``ngx_http_upstream_get_peer``).
     """
     conf = peer.conf
     if conf.down:
@@ -59,10 +60,24 @@ def is_usable(peer: PeerState, now: float) -> bool:
     if (
         conf.max_fails
         and peer.fails >= conf.max_fails
-        and _seconds(now) - peer.checked <= conf.fail_timeout
+        and whole_seconds(now) - peer.checked <= conf.fail_timeout
     ):
         return False
     return not (conf.max_conns and peer.conns >= conf.max_conns)
+
+
+def peer_at_weight(peers: list[PeerState], w: int) -> PeerState:
+    """The peer whose slice of the weight line holds ``w`` (``0 <= w < total_weight``).
+
+    Peers own consecutive slices as wide as their ``weight``, in config order, ``down``
+    peers included; this is the walk ``ip_hash`` and ``hash`` do after reducing their hash
+    modulo ``total_weight`` (``while (w >= peer->weight) { w -= peer->weight; ... }``).
+    """
+    for peer in peers:
+        if w < peer.conf.weight:
+            return peer
+        w -= peer.conf.weight
+    raise ValueError("weight beyond the total weight of the peers")
 
 
 class RoundRobin:
@@ -100,10 +115,15 @@ class RoundRobin:
             The per-request state; call its ``get`` for each attempt.
         """
         del request
+        return RoundRobinPick(tries=self.budget(next_upstream_tries), balancer=self)
+
+    def budget(self, next_upstream_tries: int = 0) -> int:
+        """A new request's try budget (``ngx_http_upstream_tries``, then the cap that
+        ``ngx_http_upstream_init_request`` applies); every method's ``pick`` starts with it."""
         tries = self.tries
         if next_upstream_tries and tries > next_upstream_tries:
             tries = next_upstream_tries
-        return RoundRobinPick(tries=tries, balancer=self)
+        return tries
 
 
 @dataclass(slots=True, eq=False)
@@ -169,12 +189,33 @@ class RoundRobinPick(Pick):
                 best = peer
         if best is None:
             return None
-        self.tried.add(best.index)
         best.current_weight -= total
-        seconds = _seconds(now)
-        if seconds - best.checked > best.conf.fail_timeout:
-            best.checked = seconds
+        self.mark_tried(best, now)
         return best
+
+    def mark_tried(self, peer: PeerState, now: float) -> None:
+        """Record that this request chose ``peer`` from its current list.
+
+        Every method does this once it has its peer, before counting the connection:
+        ``peer`` joins ``tried``, and its ``checked`` time moves to ``now`` when
+        ``fail_timeout`` has passed since the last check (the tail of
+        ``ngx_http_upstream_get_peer``; the other methods' ``get`` repeat it).
+        """
+        self.tried.add(peer.index)
+        seconds = whole_seconds(now)
+        if seconds - peer.checked > peer.conf.fail_timeout:
+            peer.checked = seconds
+
+    def take(self, peer: PeerState, now: float) -> PeerState:
+        """Finish a ``get`` that chose ``peer`` without round robin (hash, ip_hash, random).
+
+        Marks ``peer`` tried, makes it the current peer and counts its connection; the
+        caller returns it to the proxy, which must report the attempt with :meth:`free`.
+        """
+        self.mark_tried(peer, now)
+        self.current = peer
+        peer.conns += 1
+        return peer
 
     def free(self, peer: PeerState, outcome: Outcome, now: float) -> bool:
         """Report the attempt at ``peer`` (``ngx_http_upstream_free_round_robin_peer``).
@@ -190,7 +231,7 @@ class RoundRobinPick(Pick):
         disabled = False
         conf = peer.conf
         if outcome is Outcome.FAILED:
-            seconds = _seconds(now)
+            seconds = whole_seconds(now)
             peer.fails += 1
             peer.accessed = seconds
             peer.checked = seconds

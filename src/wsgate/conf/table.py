@@ -406,6 +406,50 @@ def upstream_server(p: Parser, ctx: Ctx, d: Stmt) -> None:
     u.peers.extend(resolve_peers(d, d.args[0].text, **params))
 
 
+def _balancing_method(ctx: Ctx, method: str, args: tuple[str, ...] = ()) -> None:
+    """Set the group's method; the last method directive wins.
+
+    nginx warns ``load balancing method redefined`` when a group names a second method
+    (``[warn]``, the configuration still loads); wsgate has no warning channel at load time
+    and says nothing. Which ``server`` parameters a method refuses is checked by
+    :func:`upstream_server`, for the server lines that follow.
+    """
+    u = ctx.upstream
+    assert u is not None
+    u.method = method
+    u.method_args = args
+    u.hash_key = None
+
+
+def upstream_no_args_method(p: Parser, ctx: Ctx, d: Stmt) -> None:
+    # ngx_http_upstream_ip_hash, ngx_http_upstream_least_conn
+    _balancing_method(ctx, d.name)
+
+
+def upstream_hash(p: Parser, ctx: Ctx, d: Stmt) -> None:
+    # ngx_http_upstream_hash: KEY is compiled first, then the method is set, then the
+    # second argument is checked.
+    key = _variables(ctx, d, d.args[0].text)
+    args: tuple[str, ...] = ()
+    if len(d.args) == 2:
+        if d.args[1].text != "consistent":
+            raise d.error(f'invalid parameter "{d.args[1].text}"')
+        args = ("consistent",)
+    _balancing_method(ctx, "hash", args)
+    assert ctx.upstream is not None
+    ctx.upstream.hash_key = key
+
+
+def upstream_random(p: Parser, ctx: Ctx, d: Stmt) -> None:
+    # ngx_http_upstream_random: "random", "random two", "random two least_conn".
+    words = tuple(d.values)
+    if words and words[0] != "two":
+        raise d.error(f'invalid parameter "{words[0]}"')
+    if len(words) == 2 and words[1] != "least_conn":
+        raise d.error(f'invalid parameter "{words[1]}"')
+    _balancing_method(ctx, "random", words)
+
+
 def server_block(p: Parser, ctx: Ctx, d: Stmt) -> None:
     assert ctx.http is not None
     s = ServerBuilder(d.file, d.line)
@@ -830,10 +874,10 @@ DIRECTIVES: dict[str, list[Directive]] = _rows(
         "logs/access.log"),
     Directive("server", F({UPSTREAM}), 1, None, upstream_server,
         default="weight=1 max_fails=1 fail_timeout=10"),
-    Directive("ip_hash", F({UPSTREAM}), 0, 0, not_supported),
-    Directive("least_conn", F({UPSTREAM}), 0, 0, not_supported),
-    Directive("hash", F({UPSTREAM}), 1, 2, not_supported),
-    Directive("random", F({UPSTREAM}), 0, 2, not_supported),
+    Directive("ip_hash", F({UPSTREAM}), 0, 0, upstream_no_args_method),
+    Directive("least_conn", F({UPSTREAM}), 0, 0, upstream_no_args_method),
+    Directive("hash", F({UPSTREAM}), 1, 2, upstream_hash),
+    Directive("random", F({UPSTREAM}), 0, 2, upstream_random),
     Directive("keepalive", F({UPSTREAM}), 1, 1, not_supported),
     Directive("listen", F({SERVER}), 1, None, listen, default="*:80 | *:8000"),
     Directive("server_name", F({SERVER}), 1, None, server_name, default='""'),

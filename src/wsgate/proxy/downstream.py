@@ -956,7 +956,12 @@ class Downstream(asyncio.Protocol):
                 and self._may_retry(request, loc, pick, status_flag, True, request.started)
             ):
                 outcome = Outcome.NEXT if resp.status in (403, 404) else Outcome.FAILED
-                self._release(request, peer, pick, t0, str(resp.status), outcome)
+                # The round-robin free warns here too, as after any counted failure
+                # (ngx_http_upstream_next -> ngx_http_upstream_free_round_robin_peer).
+                if self._release(request, peer, pick, t0, str(resp.status), outcome):
+                    self.worker.error_log.log(
+                        "warn", "upstream server temporarily disabled", request.ctx, action
+                    )
                 assert proto.transport is not None
                 proto.transport.close()
                 return status_flag, resp.status, True
