@@ -81,6 +81,10 @@ http {
     access_log logs/js.log js;
     access_log logs/raw.log raw;
     access_log logs/combined.log;
+    types {
+        text/html         html;
+        application/json  json;
+    }
 
     map $host $m_host {
         hostnames;
@@ -89,6 +93,7 @@ http {
         *.example.com  wild-head;
         www.example.*  wild-tail;
         .dot.test      dot;
+        *.star.test    star;
     }
     map $uri $m_uri {
         default                          none;
@@ -189,6 +194,15 @@ http {
         location = /ret/scheme { return 301 $scheme://$host$request_uri; }
         location = /ret/307 { return 307 /tmp?q=1; }
         location = /ret/page.html { return 200 "<p>$uri</p>"; }
+        location /ret/t/ {
+            default_type application/x-default;
+            types { text/x-custom cst CST2; }
+            location = /ret/t/a.cst { return 200 a; }
+            location = /ret/t/a.json { return 200 b; }
+            location = /ret/t/a.cst2 { return 200 c; }
+        }
+        location = /ret/data.json { return 200 "{}"; }
+        location = /ret/a.gif { return 200 "not in types"; }
 
         location /ah/ {
             proxy_pass http://u3/;
@@ -461,6 +475,11 @@ CASES: tuple[Case, ...] = (
     get("return-307", "/ret/307", 307),
     get("return-default-server-text", "/text", host="unknown.test"),
     get("return-type-by-extension", "/ret/page.html"),
+    get("return-type-http-types", "/ret/data.json"),
+    get("return-type-not-in-types", "/ret/a.gif"),
+    get("return-type-location-types", "/ret/t/a.cst"),
+    get("return-type-upper-case-extension", "/ret/t/a.cst2"),
+    get("return-type-default-type", "/ret/t/a.json"),
     get("return-server-level", "/x/y", host="ret.test"),
     # --- add_header ---
     get("add-header-200", "/ah/x", loc="ah", backend="b3"),
@@ -546,6 +565,8 @@ CASES: tuple[Case, ...] = (
     get("map-default-with-variable", "/map/none", loc="map", headers=("X-Key: zz",)),
     get("map-hostnames-wild-head", "/", loc="wild-head", backend="b3", host="Www.Example.com"),
     get("map-hostnames-dot", "/", loc="dot", backend="b3", host="dot.test."),
+    get("map-hostnames-star-not-bare", "/", loc="default", host="star.test"),
+    get("map-hostnames-star", "/", loc="default", host="a.star.test"),
 )
 
 

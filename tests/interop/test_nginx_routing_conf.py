@@ -87,6 +87,18 @@ BAD = (
         "uri-part-in-regex-location",
         conf("location ~ ^/a {\n proxy_pass http://127.0.0.1:9/b;\n}\n"),
     ),
+    Case(
+        "map-dot-name-after-exact",
+        conf("", http="map $host $m { hostnames; example.com b; .example.com a; }"),
+    ),
+    Case(
+        "map-exact-after-dot-name",
+        conf("", http="map $host $m { hostnames; .example.com a; example.com b; }"),
+    ),
+    Case(
+        "map-dot-name-after-star",
+        conf("", http="map $host $m { hostnames; *.example.com a; .example.com b; }"),
+    ),
     Case("absolute-redirect-bad", conf("", server="absolute_redirect maybe;")),
     Case("port-in-redirect-args", conf("", server="port_in_redirect on off;")),
     Case("default-type-args", conf("", http="default_type a b;")),
@@ -140,7 +152,17 @@ GOOD = (
         ),
     ),
     Case("exact-location-ending-in-slash", conf(f"location = /p7/ {{ {PP} }}\n")),
+    Case(
+        "types-blocks",
+        conf(
+            "location /t/ { types { text/x-a a; } types { text/x-b b B; } }\n",
+            http="types { text/html html htm; application/json json; }\n"
+            "  types_hash_max_size 2048; types_hash_bucket_size 64;",
+        ),
+    ),
 )
+
+MIME_TYPES = Path("/etc/nginx/mime.types")  # Debian's; the real file users include
 
 
 def nginx_result(case: Case, tmp_path: Path) -> tuple[int, str | None]:
@@ -167,6 +189,23 @@ def test_bad_config_same_message(case: Case, tmp_path: Path) -> None:
     nginx = nginx_result(case, tmp_path)
     assert nginx[0] == 1 and nginx[1] is not None, f"not bad for nginx: {nginx}"
     assert wsgate_result(case, tmp_path) == nginx
+
+
+def test_types_in_blocks_are_checked(tmp_path: Path) -> None:
+    case = Case("types-block-with-block", conf("", http="types { text/html html { } }"))
+    nginx = nginx_result(case, tmp_path)
+    assert nginx[0] == 1
+    assert wsgate_result(case, tmp_path) == nginx
+
+
+@pytest.mark.skipif(not MIME_TYPES.is_file(), reason=f"no {MIME_TYPES}")
+def test_include_mime_types(tmp_path: Path) -> None:
+    case = Case(
+        "include-mime-types",
+        conf("", http=f"include {MIME_TYPES}; default_type application/octet-stream;"),
+    )
+    assert nginx_result(case, tmp_path) == (0, None)
+    assert wsgate_result(case, tmp_path) == (0, None)
 
 
 @pytest.mark.parametrize("case", GOOD, ids=[c.id for c in GOOD])

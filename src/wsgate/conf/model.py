@@ -155,6 +155,7 @@ class LocationConf:
     client_body_timeout: float = 60.0
     server_tokens: bool = True
     default_type: str = "text/plain"
+    types: dict[str, str] | None = None  # extension -> type; None: nginx's built-in three
     absolute_redirect: bool = True
     port_in_redirect: bool = True
     server_name_in_redirect: bool = False
@@ -212,7 +213,8 @@ class MapConf:
     variable: str
     exact: dict[str, ComplexValue] = field(default_factory=dict)  # lower-cased keys
     regexes: tuple[tuple[re.Pattern[str], ComplexValue], ...] = ()
-    wildcards_head: tuple[tuple[str, ComplexValue], ...] = ()  # "*.example.com" -> ".example.com"
+    # "*.example.com" and ".example.com" -> ".example.com" (the latter is also exact)
+    wildcards_head: tuple[tuple[str, ComplexValue], ...] = ()
     wildcards_tail: tuple[tuple[str, ComplexValue], ...] = ()  # "example.*" -> "example."
     default: ComplexValue | None = None
     hostnames: bool = False

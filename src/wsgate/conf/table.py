@@ -93,6 +93,9 @@ def dispatch(p: Parser, ctx: Ctx, d: Stmt) -> None:
     if ctx.kind == "map":
         _map_entry(p, ctx, d)
         return
+    if ctx.kind == "types":
+        _types_entry(p, ctx, d)
+        return
     rows = DIRECTIVES.get(d.name)
     if rows is None:
         raise d.error(f'unknown directive "{d.name}"')
@@ -292,15 +295,45 @@ def _map_entry(p: Parser, ctx: Ctx, d: Stmt) -> None:
             raise d.error(regex_error(exc, pattern)) from None
         return
     elif m.hostnames and (key.startswith(("*.", ".")) or key.endswith(".*")):
+        low = ascii_lower(wire(key))
         if key.endswith(".*"):
-            m.wildcards_tail.append((ascii_lower(wire(key[:-1])), cv))
-        else:
-            m.wildcards_head.append((ascii_lower(wire(key.lstrip("*"))), cv))
+            m.wildcards_tail.append((low[:-1], cv))
+            return
+        # ".example.com" is also the exact name "example.com"; "*.example.com" is not.
+        suffix = low[1:] if low.startswith("*") else low
+        if any(s == suffix for s, _ in m.wildcards_head) or (
+            low.startswith(".") and low[1:] in m.exact
+        ):
+            raise d.error(f'conflicting parameter "{key.lower()}"')
+        if low.startswith("."):
+            m.exact[low[1:]] = cv
+        m.wildcards_head.append((suffix, cv))
         return
     low = ascii_lower(wire(key))
     if low in m.exact:
         raise d.error(f'conflicting parameter "{key.lower()}"')
     m.exact[low] = cv
+
+
+def types_block(p: Parser, ctx: Ctx, d: Stmt) -> None:
+    # ngx_http_core_types: "TYPE EXT...;" lines; several blocks at one level add up.
+    ctx.values.setdefault("types", {})
+    p.parse_block(Ctx("types", ctx.main, http=ctx.http, server=ctx.server, location=ctx.location))
+
+
+def _types_entry(p: Parser, ctx: Ctx, d: Stmt) -> None:
+    # ngx_http_core_type: extensions are lower-cased; a repeated one takes the last type
+    # (nginx warns "duplicate extension").
+    if d.end is not End.OK:
+        raise d.error('unexpected "{"')
+    if d.name == "include":
+        p._include(Stmt("include", d.args, d.file, d.line, d.end), ctx)
+        return
+    level = ctx.location or ctx.server or ctx.http
+    assert level is not None
+    types: dict[str, str] = level.values["types"]
+    for w in d.args:
+        types[ascii_lower(w.text)] = d.name
 
 
 def _pcre_to_python(pattern: str) -> str:
@@ -894,6 +927,13 @@ DIRECTIVES: dict[str, list[Directive]] = _rows(
     Directive("default_type", LOC_LEVELS, 1, 1, set_str, default="text/plain",
         note="the type of `return` texts (wsgate serves no files)"),
     Directive("absolute_redirect", LOC_LEVELS, 1, 1, set_flag, default="on"),
+    Directive("types", LOC_LEVELS, 0, 0, types_block, block=True,
+        default="text/html html; image/gif gif; image/jpeg jpg",
+        note="used for the type of `return` texts"),
+    Directive("types_hash_max_size", LOC_LEVELS, 1, 1, set_num, default="1024",
+        note="accepted; no hash to size"),
+    Directive("types_hash_bucket_size", LOC_LEVELS, 1, 1, set_size, default="64",
+        note="accepted; no hash to size"),
     Directive("port_in_redirect", LOC_LEVELS, 1, 1, set_flag, default="on"),
     Directive("server_name_in_redirect", LOC_LEVELS, 1, 1, set_flag, default="off"),
     Directive("proxy_set_header", LOC_LEVELS, 2, 2, proxy_set_header,

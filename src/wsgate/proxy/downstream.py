@@ -1344,11 +1344,12 @@ _DEFAULT_TYPES = {"html": "text/html", "gif": "image/gif", "jpg": "image/jpeg"}
 
 def _content_type(uri: str, loc: LocationConf) -> str:
     """The type of a ``return`` text (ngx_http_set_content_type): by the extension of
-    ``$uri``'s last segment, else ``default_type``."""
+    ``$uri``'s last segment in ``types``, else ``default_type``."""
     last = uri[uri.rfind("/") + 1 :]
     dot = last.rfind(".")
     if dot > 0:
-        known = _DEFAULT_TYPES.get(last[dot + 1 :].lower())
+        types = loc.types if loc.types is not None else _DEFAULT_TYPES
+        known = types.get(last[dot + 1 :].lower())
         if known is not None:
             return known
     return loc.default_type

@@ -197,9 +197,7 @@ class RequestVars:
         if m.hostnames:
             best: tuple[int, ComplexValue] | None = None
             for suffix, value in m.wildcards_head:
-                if (key.endswith(suffix) or key == suffix[1:]) and (
-                    best is None or len(suffix) > best[0]
-                ):
+                if key.endswith(suffix) and (best is None or len(suffix) > best[0]):
                     best = (len(suffix), value)
             if best is not None:
                 return self.evaluate(best[1])
