@@ -10,6 +10,9 @@ of wscat's known gaps (wscat#4, #141, PR #166):
   until as many messages have arrived as lines were sent, or ``-w`` seconds (default 2; ``-1``
   holds the connection open), then closes with 1000 and exits 0.
 * On a TTY, control characters from the peer are escaped (see :mod:`wsgate.cat.terminal`).
+* When stdout is not a terminal, wscat's readline still writes its ``> `` prompt there after
+  each line it sends (and, in listen mode, when a client connects); wsgate writes only the
+  messages, so that ``wsgate cat ... < in > out`` gives clean output.
 * wscat crashes with a stack trace (exit code 1) on a bad URL scheme, a bad ``-p`` value or a
   missing certificate file; wsgate prints ``error: <ws' message>`` and exits 255.
 * ``--proxy host:port`` without a scheme means ``http://host:port`` (wscat's help promises

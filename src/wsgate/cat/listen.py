@@ -32,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import os
 from collections.abc import Sequence
 from typing import Any, Final
 
@@ -141,7 +142,8 @@ class _Listener:
 def _listen_error(exc: OSError, port: int) -> str:
     """node's ``server.listen`` failure text: ``listen EADDRINUSE: address already in use :::N``."""
     code = errno.errorcode.get(exc.errno or 0, "UNKNOWN")
-    reason = exc.strerror or str(exc)
+    # asyncio rewords strerror ("error while attempting to bind on address ..."): use libc's.
+    reason = os.strerror(exc.errno) if exc.errno else str(exc)
     return f"listen {code}: {reason[:1].lower()}{reason[1:]} :::{port}"
 
 
