@@ -99,6 +99,10 @@ BAD = (
         "map-dot-name-after-star",
         conf("", http="map $host $m { hostnames; *.example.com a; .example.com b; }"),
     ),
+    Case("server-name-star-without-dot", conf("", server="server_name *foo;")),
+    Case("server-name-star-alone", conf("", server="server_name a *;")),
+    Case("server-name-dot-alone", conf("", server="server_name .;")),
+    Case("server-name-empty-regex", conf("", server="server_name ~;")),
     Case("absolute-redirect-bad", conf("", server="absolute_redirect maybe;")),
     Case("port-in-redirect-args", conf("", server="port_in_redirect on off;")),
     Case("default-type-args", conf("", http="default_type a b;")),
@@ -152,6 +156,7 @@ GOOD = (
         ),
     ),
     Case("exact-location-ending-in-slash", conf(f"location = /p7/ {{ {PP} }}\n")),
+    Case("server-name-hostname", conf("", server="server_name $hostname .a.test *.b.test;")),
     Case(
         "types-blocks",
         conf(

@@ -147,7 +147,7 @@ BUILTIN_VARIABLES = frozenset(
         "document_root",
         "pipe",
         "https",
-        "bytes_received",
+        "request_id",
         "tunnel_time",
     }
 )

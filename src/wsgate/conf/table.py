@@ -543,9 +543,16 @@ def listen(p: Parser, ctx: Ctx, d: Stmt) -> None:
 def server_name(p: Parser, ctx: Ctx, d: Stmt) -> None:
     s = ctx.server
     assert s is not None
+    # ngx_http_core_server_name
     for w in d.args:
         name = w.text
+        if (name.startswith("*") and (len(name) < 3 or name[1] != ".")) or name == ".":
+            raise d.error(f'server name "{name}" is invalid')
+        if name.lower() == "$hostname":
+            name = socket.gethostname()
         if name.startswith("~"):
+            if name == "~":
+                raise d.error('empty regex in server name "~"')
             try:
                 re.compile(_pcre_to_python(name[1:]))
             except re.error as exc:

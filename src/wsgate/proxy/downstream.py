@@ -156,6 +156,7 @@ class Downstream(asyncio.Protocol):
         self.client_paused = False
         self.send_timer: asyncio.TimerHandle | None = None
         self.default_server: ServerConf | None = None
+        self.pipelined = False  # the next head was already buffered ($pipe)
 
     # -- connection lifecycle --------------------------------------------------------------
 
@@ -374,6 +375,7 @@ class Downstream(asyncio.Protocol):
             start=time.time(),
         )
         rv.location = found.location
+        rv.pipelined, self.pipelined = self.pipelined, False
         if by_regex is not None:  # a regex server_name's captures, then the location's
             rv.captures, rv.named = regex_captures(by_regex)
         if found.named is not None:
@@ -571,6 +573,7 @@ class Downstream(asyncio.Protocol):
             body = b""
         assert self.transport is not None
         self.transport.write(head + body)
+        request.rv.sent_head = head
         request.rv.status = status
         request.rv.bytes_sent = len(head) + len(body)
         request.rv.body_bytes_sent = len(body)
@@ -633,6 +636,15 @@ class Downstream(asyncio.Protocol):
         # anything else goes through ngx_http_send_response (redirect codes: Location).
         assert loc.return_ is not None
         code, text = loc.return_
+        if code == 444 and text is None:
+            # NGX_HTTP_CLOSE: no response at all; the log says 444.
+            request.rv.status = 444
+            request.keep_alive = False
+            self.state = CLOSED
+            self._finalize(request)
+            assert self.transport is not None
+            self.transport.close()
+            return
         if code >= 400 and text is None:
             self._respond_error(request, code)
             return
@@ -678,7 +690,7 @@ class Downstream(asyncio.Protocol):
         self.state = CLOSED
         self.transport.close()
         if raw is not None:
-            self._log_rejected(server, raw, stage, sent_status, len(head), len(body))
+            self._log_rejected(server, raw, stage, sent_status, head, len(body))
 
     def _log_rejected(
         self,
@@ -686,7 +698,7 @@ class Downstream(asyncio.Protocol):
         raw: bytes,
         stage: str,
         status: int,
-        head_size: int,
+        sent_head: bytes,
         body_size: int,
     ) -> None:
         """The access-log line nginx writes for a request it refused while reading it.
@@ -718,7 +730,8 @@ class Downstream(asyncio.Protocol):
         )
         rv.request_length = length
         rv.status = status
-        rv.bytes_sent = head_size + body_size
+        rv.sent_head = sent_head
+        rv.bytes_sent = len(sent_head) + body_size
         rv.body_bytes_sent = body_size
         rv.end_time = time.time()
         self.worker.access_logs.write(server.defaults.access_log, rv)
@@ -1086,6 +1099,8 @@ class Downstream(asyncio.Protocol):
             location=location,
         )
         self.transport.write(head_bytes)
+        rv.sent_head = head_bytes
+        rv.upstream_headers = resp.headers
         rv.status = status
         request.keep_alive = keep
         self.state = RESPONSE
@@ -1241,6 +1256,8 @@ class Downstream(asyncio.Protocol):
             connection="upgrade",
         )
         self.transport.write(head_bytes)
+        request.rv.sent_head = head_bytes
+        request.rv.upstream_headers = headers
         request.rv.status = 101
         self.state = TUNNEL
         self.upstream = None
@@ -1331,6 +1348,7 @@ class Downstream(asyncio.Protocol):
         self._resume_reading()
         if self.buf:
             self._arm(request.server.client_header_timeout, self._header_timed_out)
+            self.pipelined = True
             self._parse_heads()
         else:
             self._arm(loc.keepalive_timeout, self._keepalive_timed_out)

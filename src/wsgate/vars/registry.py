@@ -10,6 +10,7 @@ socket: tests build a ``RequestVars`` from a table.
 from __future__ import annotations
 
 import os
+import secrets
 import socket
 import time
 from collections.abc import Callable
@@ -86,12 +87,15 @@ class RequestVars:
         "location",
         "maps",
         "named",
+        "pipelined",
         "proxy_host",
         "request_length",
+        "sent_head",
         "server",
         "start",
         "status",
         "upstream_addr",
+        "upstream_headers",
         "upstream_response_time",
         "upstream_status",
         "uri",
@@ -124,6 +128,10 @@ class RequestVars:
         # one is a variable of its own, as in nginx.
         self.named: dict[str, str] = {}
         self.proxy_host: str | None = None  # set when the request is proxied
+        self.pipelined = False  # $pipe: the head was read behind another request's
+        self.sent_head: bytes | None = None  # the response head written ($sent_http_*)
+        # The last peer's response headers ($upstream_http_*); None when not proxied.
+        self.upstream_headers: list[tuple[str, str]] | None = None
         self.status = 0
         self.body_bytes_sent = 0
         self.bytes_sent = 0
@@ -271,11 +279,79 @@ def _cookie(rv: RequestVars, suffix: str) -> str | None:
     return None
 
 
+def _first(headers: list[tuple[str, str]], suffix: str) -> str | None:
+    # ngx_http_variable_unknown_header: the first line whose name, lower-cased and with
+    # "-" as "_", is the suffix.
+    for name, value in headers:
+        if ascii_lower(name).replace("-", "_") == suffix:
+            return value
+    return None
+
+
+# Written by ngx_http_header_filter itself, not kept among the response's headers.
+_NOT_SENT_HEADERS = frozenset({"server", "date"})
+# ngx_http_variable_headers: every line, joined with ", ".
+_JOINED_SENT = frozenset({"cache_control", "link"})
+
+
+def _sent_http(rv: RequestVars, suffix: str) -> str | None:
+    if suffix == "connection":
+        # ngx_http_variable_sent_connection reads r->keepalive, which nginx clears before
+        # the log line is written: "close" even after "Connection: keep-alive".
+        return "upgrade" if rv.status == 101 else "close"
+    if suffix == "keep_alive" or rv.sent_head is None:
+        return None
+    lines = rv.sent_head.decode("latin-1").split("\r\n")[1:]
+    headers = [
+        (n, v.strip(" \t"))
+        for n, _, v in (line.partition(":") for line in lines if line)
+        if ascii_lower(n) not in _NOT_SENT_HEADERS
+    ]
+    if suffix in _JOINED_SENT:
+        values = [v for n, v in headers if ascii_lower(n).replace("-", "_") == suffix]
+        return ", ".join(values) if values else None
+    return _first(headers, suffix)
+
+
+def _upstream_http(rv: RequestVars, suffix: str) -> str | None:
+    return None if rv.upstream_headers is None else _first(rv.upstream_headers, suffix)
+
+
 _FAMILIES: tuple[tuple[str, Callable[[RequestVars, str], str | None]], ...] = (
     ("http_", _http),
     ("arg_", _arg),
     ("cookie_", _cookie),
+    ("sent_http_", _sent_http),
+    ("upstream_http_", _upstream_http),
 )
+
+
+def _request_id(rv: RequestVars) -> str:
+    # ngx_http_variable_request_id: 16 random bytes in hex, the same for the whole request.
+    value = rv._cache.get("request_id")
+    if value is None:
+        value = rv._cache["request_id"] = secrets.token_hex(16)
+    return value
+
+
+def _proxy_port(rv: RequestVars) -> str | None:
+    loc = rv.location
+    if rv.proxy_host is None or loc is None or loc.proxy_pass is None:
+        return None
+    pp = loc.proxy_pass
+    _, sep, port = pp.url.split("://", 1)[1].split("/", 1)[0].rpartition(":")
+    if sep and port.isdigit():
+        return port
+    return "443" if pp.scheme == "https" else "80"
+
+
+def _binary_remote_addr(rv: RequestVars) -> str | None:
+    addr = rv.conn.remote_addr
+    try:
+        raw = socket.inet_pton(socket.AF_INET6 if ":" in addr else socket.AF_INET, addr)
+    except OSError:
+        return None
+    return raw.decode("latin-1")
 
 
 def _proxy_add_x_forwarded_for(rv: RequestVars) -> str:
@@ -348,6 +424,10 @@ _GETTERS: dict[str, Callable[[RequestVars], str | None]] = {
     "connection": lambda rv: str(rv.conn.number),
     "connection_requests": lambda rv: str(rv.conn.requests),
     "proxy_host": lambda rv: rv.proxy_host,
+    "proxy_port": _proxy_port,
+    "request_id": _request_id,
+    "pipe": lambda rv: "p" if rv.pipelined else ".",
+    "binary_remote_addr": _binary_remote_addr,
     "proxy_add_x_forwarded_for": _proxy_add_x_forwarded_for,
     "upstream_addr": lambda rv: _joined(rv.upstream_addr),
     "upstream_status": lambda rv: _joined(rv.upstream_status),
