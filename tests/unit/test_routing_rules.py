@@ -161,3 +161,28 @@ def test_cookie_variable(http: HttpConf, lines: list[str], name: str, value: str
         start=0.0,
     )
     assert rv.get(f"cookie_{name}") == value
+
+
+@pytest.mark.parametrize(
+    ("args", "value"),
+    [
+        ("a&a=2", "2"),  # a bare name does not count
+        ("A=1&a=2", "1"),  # the name has no case; the first one wins
+        ("ba=3", None),
+        ("x=1&a=", ""),
+        ("a", None),
+    ],
+)
+def test_arg_variable(http: HttpConf, args: str, value: str | None) -> None:
+    head = parse_request_head(f"GET /?{args} HTTP/1.1\r\nHost: a\r\n\r\n".encode())
+    rv = RequestVars(
+        head,
+        ConnInfo("127.0.0.1", 1, "127.0.0.1", 8080),
+        http.servers[0],
+        http.maps,
+        host="a",
+        uri="/",
+        args=args,
+        start=0.0,
+    )
+    assert rv.get("arg_a") == value

@@ -242,10 +242,12 @@ def _http(rv: RequestVars, suffix: str) -> str | None:
 
 
 def _arg(rv: RequestVars, suffix: str) -> str | None:
+    # ngx_http_arg: the first "NAME=" (name without case) at the start or after "&"; a
+    # bare "NAME" without "=" does not count.
     for pair in rv.args.split("&"):
         k, sep, v = pair.partition("=")
-        if k.lower() == suffix:
-            return v if sep else ""
+        if sep and ascii_lower(k) == suffix:
+            return v
     return None
 
 
