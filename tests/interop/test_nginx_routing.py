@@ -287,7 +287,13 @@ http {
     server {
         listen 127.0.0.1:@P1@;
         server_name ~^re(?<num>\d+)\.test$ ~^(www\.)?regex2\.test$;
-        location / { proxy_pass http://u3; proxy_set_header X-Loc regex-1; }
+        location / {
+            proxy_pass http://u3;
+            proxy_set_header X-Loc regex-1;
+            proxy_set_header X-Cap "$1 $num";
+        }
+        location ~ \.txt$ { return 200 "server captures: $1 $num\n"; }
+        location ~ ^/(?<word>[a-z]+)\.cap$ { return 200 "location captures: $1 $num $word\n"; }
     }
     server {
         listen 127.0.0.1:@P1@;
@@ -409,6 +415,9 @@ CASES: tuple[Case, ...] = (
     get("srv-dot-bare", "/", loc="dot", backend="b3", host="dot.test"),
     get("srv-dot-sub", "/", loc="dot", backend="b3", host="x.dot.test"),
     get("srv-regex-named-capture", "/", loc="regex-1", backend="b3", host="re42.test"),
+    get("srv-regex-captures-prefix-location", "/x.y", loc="regex-1", backend="b3", host="re6.test"),
+    get("srv-regex-captures-reset-by-regex", "/a.txt", host="re7.test"),
+    get("srv-regex-captures-replaced", "/abc.cap", host="re8.test"),
     get("srv-regex-second-name", "/", loc="regex-1", backend="b3", host="www.regex2.test"),
     get("srv-regex-order", "/", loc="regex-2", backend="b3", host="rex.test"),
     get("srv-http10-no-host", "/vars/h10", loc="default", host=None, version="1.0"),

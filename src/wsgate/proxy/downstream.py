@@ -379,7 +379,9 @@ class Downstream(asyncio.Protocol):
         if by_regex is not None:  # a regex server_name's captures, then the location's
             rv.captures, rv.named = regex_captures(by_regex)
         if found.named is not None:
-            # Matched against the decoded $uri; kept as wire strings like other values.
+            # Any regex match replaces the captures, even one without groups (then $1 is
+            # empty: ngx_http_regex_exec); matched against the decoded $uri, they are
+            # kept as wire strings like other values.
             rv.captures = tuple(wire(c) for c in found.captures)
             rv.named.update({k: wire(v) for k, v in found.named.items()})
         ctx = ErrorContext(
