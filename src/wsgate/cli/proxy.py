@@ -179,6 +179,20 @@ def _check_files(conf: MainConf) -> None:
     from wsgate.log.error_log import ErrorLog
 
     ErrorLog(conf.error_log, conf.prefix).close()
+    if conf.http is not None:
+        # Certificates are loaded as nginx loads them for -t: a bad one fails the test.
+        from wsgate.routing import Router
+        from wsgate.tls import server_contexts, upstream_context
+
+        router = Router(conf.http)
+        server_contexts(conf.http, router.listen_addresses(), router.select_server)
+        for server in conf.http.servers:
+            stack = [*server.locations]
+            while stack:
+                loc = stack.pop()
+                stack.extend(loc.locations)
+                if loc.proxy_pass is not None and loc.proxy_pass.scheme == "https":
+                    upstream_context(loc)
     logs = AccessLogs(conf.prefix)
     try:
         for server in conf.http.servers if conf.http is not None else ():

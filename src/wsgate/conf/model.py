@@ -147,6 +147,21 @@ class LocationConf:
     proxy_next_upstream_tries: int = 0
     proxy_next_upstream_timeout: float = 0.0
     proxy_upgrade_protocols: tuple[str, ...] = ("websocket",)  # wsgate; "any" = nginx
+    proxy_ssl_verify: bool = False
+    proxy_ssl_trusted_certificate: str | None = None
+    proxy_ssl_server_name: bool = False
+    proxy_ssl_name: ComplexValue | None = None  # None: $proxy_host
+    proxy_ssl_protocols: tuple[str, ...] = ("TLSv1.2", "TLSv1.3")
+    proxy_ssl_ciphers: str = "DEFAULT"
+    # TLS of the server (http/server levels; the server reads them from its `defaults`)
+    ssl_certificate: str | None = None
+    ssl_certificate_key: str | None = None
+    ssl_protocols: tuple[str, ...] = ("TLSv1.2", "TLSv1.3")
+    ssl_ciphers: str = "HIGH:!aNULL:!MD5"
+    ssl_prefer_server_ciphers: bool = False
+    ssl_session_cache: tuple[str, ...] = ("none",)
+    ssl_session_timeout: float = 300.0
+    ssl_session_tickets: bool = True
     send_timeout: float = 60.0
     keepalive_timeout: float = 75.0
     keepalive_header: float | None = None  # keepalive_timeout's second argument
@@ -174,6 +189,9 @@ class ListenConf:
     port: int
     default_server: bool = False
     ipv6: bool = False
+    ssl: bool = False
+    file: str = field(default="", compare=False)  # where it was written, for messages
+    line: int = field(default=0, compare=False)
 
     @property
     def text(self) -> str:

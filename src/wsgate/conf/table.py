@@ -188,6 +188,11 @@ def set_str(p: Parser, ctx: Ctx, d: Stmt) -> None:
     _once(ctx, d, d.args[0].text)
 
 
+def set_value(p: Parser, ctx: Ctx, d: Stmt) -> None:
+    """A string with variables, compiled now (``ngx_http_set_complex_value_slot``)."""
+    _once(ctx, d, _variables(ctx, d, d.args[0].text))
+
+
 def accept(p: Parser, ctx: Ctx, d: Stmt) -> None:
     """Directives accepted for compatibility whose effect wsgate does not need."""
     _once(ctx, d, tuple(d.values))
@@ -524,17 +529,21 @@ def listen(p: Parser, ctx: Ctx, d: Stmt) -> None:
             if not addrs:
                 raise d.error(f'host not found in "{text}" of the "listen" directive') from None
             host = addrs[0]
-    default = False
+    default = ssl = False
     for w in d.args[1:]:
         if w.text in ("default_server", "default"):
             default = True
-        elif w.text in ("reuseport", "deferred", "bind", "http2", "proxy_protocol") or (
+        elif w.text == "ssl":
+            ssl = True
+        elif w.text == "proxy_protocol":
+            raise d.error('the "proxy_protocol" parameter is not supported by wsgate yet')
+        elif w.text in ("reuseport", "deferred", "bind", "http2") or (
             w.text.split("=", 1)[0] in ("backlog", "rcvbuf", "sndbuf", "so_keepalive", "ipv6only")
         ):
             continue
         else:
             raise d.error(f'invalid parameter "{w.text}"')
-    conf = ListenConf(host or "*", port, default, ipv6)
+    conf = ListenConf(host or "*", port, default, ipv6, ssl, d.file, d.line)
     if any((lc.host, lc.port) == (conf.host, conf.port) for lc in s.listen):
         raise d.error(f"a duplicate listen {conf.text}")
     s.listen.append(conf)
@@ -758,6 +767,27 @@ def proxy_upgrade_protocols(p: Parser, ctx: Ctx, d: Stmt) -> None:
     _once(ctx, d, tokens)
 
 
+_SSL_PROTOCOLS = ("SSLv2", "SSLv3", "TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3")
+
+
+def ssl_protocols(p: Parser, ctx: Ctx, d: Stmt) -> None:
+    # ngx_conf_set_bitmask_slot over ngx_http_ssl_protocols[]
+    for w in d.args:
+        if w.text not in _SSL_PROTOCOLS:
+            raise d.error(f'invalid value "{w.text}"')
+    _once(ctx, d, tuple(w.text for w in d.args))
+
+
+def ssl_session_cache(p: Parser, ctx: Ctx, d: Stmt) -> None:
+    # ngx_http_ssl_session_cache: off | none | [builtin[:size]] [shared:name:size]
+    for w in d.args:
+        t = w.text
+        if t in ("off", "none", "builtin") or t.startswith(("builtin:", "shared:")):
+            continue
+        raise d.error(f'invalid session cache "{t}"')
+    _once(ctx, d, tuple(w.text for w in d.args))
+
+
 def keepalive_timeout(p: Parser, ctx: Ctx, d: Stmt) -> None:
     t = parse_time(d.args[0].text)
     if t is None:
@@ -974,6 +1004,23 @@ DIRECTIVES: dict[str, list[Directive]] = _rows(
     Directive("tcp_nodelay", LOC_LEVELS, 1, 1, set_flag, default="on",
         note="wsgate always sets TCP_NODELAY"),
     Directive("return", F({SERVER, LOCATION}), 1, 2, return_),
+    Directive("ssl_certificate", SRV_LEVELS, 1, 1, set_str),
+    Directive("ssl_certificate_key", SRV_LEVELS, 1, 1, set_str),
+    Directive("ssl_protocols", SRV_LEVELS, 1, None, ssl_protocols, default="TLSv1.2 TLSv1.3",
+        note="SSLv2, SSLv3, TLSv1 and TLSv1.1 are accepted and not offered"),
+    Directive("ssl_ciphers", SRV_LEVELS, 1, 1, set_str, default="HIGH:!aNULL:!MD5"),
+    Directive("ssl_prefer_server_ciphers", SRV_LEVELS, 1, 1, set_flag, default="off"),
+    Directive("ssl_session_cache", SRV_LEVELS, 1, 2, ssl_session_cache, default="none",
+        note="resumption by OpenSSL's per-process cache and session tickets; no shared zone"),
+    Directive("ssl_session_timeout", SRV_LEVELS, 1, 1, set_sec, default="5m"),
+    Directive("ssl_session_tickets", SRV_LEVELS, 1, 1, set_flag, default="on"),
+    Directive("proxy_ssl_verify", LOC_LEVELS, 1, 1, set_flag, default="off"),
+    Directive("proxy_ssl_trusted_certificate", LOC_LEVELS, 1, 1, set_str),
+    Directive("proxy_ssl_server_name", LOC_LEVELS, 1, 1, set_flag, default="off"),
+    Directive("proxy_ssl_name", LOC_LEVELS, 1, 1, set_value, default="$proxy_host"),
+    Directive("proxy_ssl_protocols", LOC_LEVELS, 1, None, ssl_protocols,
+        default="TLSv1.2 TLSv1.3"),
+    Directive("proxy_ssl_ciphers", LOC_LEVELS, 1, 1, set_str, default="DEFAULT"),
     Directive("add_header", LOC_LEVELS, 2, 3, add_header,
         note="added to 200, 201, 204, 206, 301, 302, 303, 304, 307, 308 (any with always)"),
     Directive("if", F({SERVER, LOCATION}), 1, None, not_supported, block=True),

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -171,6 +172,7 @@ class Downstream(asyncio.Protocol):
             remote_port=int(peer[1]),
             server_addr=str(local[0]),
             server_port=int(local[1]),
+            scheme="https" if transport.get_extra_info("ssl_object") is not None else "http",
             number=next(self.worker.counter),
         )
         self.default_server = self.worker.router.select_server(
@@ -181,9 +183,6 @@ class Downstream(asyncio.Protocol):
             self.transport.abort()
             return
         self.worker.connections.add(self)
-        if self.worker.closing:
-            self.shutdown()
-            return
         self._arm(self.default_server.client_header_timeout, self._header_timed_out)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -206,8 +205,14 @@ class Downstream(asyncio.Protocol):
         return True
 
     def shutdown(self) -> None:
-        """Graceful stop: close now if idle between requests, else after this request."""
-        if self.state == HEAD and not self.buf and self.transport is not None:
+        """Graceful stop: close now if idle between requests, else after this request.
+
+        A connection that has not sent its first request yet is left to send it (it is
+        answered with ``Connection: close``), as nginx closes only idle keep-alive
+        connections (``ngx_close_idle_connections``).
+        """
+        requests = self.conn.requests if self.conn is not None else 0
+        if self.state == HEAD and not self.buf and requests > 0 and self.transport is not None:
             self.transport.close()
             self.state = CLOSED
             self.worker.forget(self)
@@ -873,11 +878,7 @@ class Downstream(asyncio.Protocol):
         try:
             try:
                 async with asyncio.timeout(loc.proxy_connect_timeout or None):
-                    _, proto = await self.loop.create_connection(
-                        lambda: UpstreamProtocol(self.loop, loc.proxy_buffer_size),
-                        peer.conf.host,
-                        peer.conf.port,
-                    )
+                    _, proto = await self._connect(request, loc, peer)
             except TimeoutError:
                 return self._failed(
                     request,
@@ -888,6 +889,31 @@ class Downstream(asyncio.Protocol):
                     504,
                     "upstream timed out (110: Connection timed out)",
                     action,
+                    sent,
+                )
+            except ssl.SSLCertVerificationError as exc:
+                return self._failed(
+                    request,
+                    peer,
+                    pick,
+                    t0,
+                    NextUpstream.ERROR,
+                    502,
+                    f"upstream SSL certificate verify error: ({exc.verify_code}:"
+                    f"{exc.verify_message})",
+                    "SSL handshaking to upstream",
+                    sent,
+                )
+            except ssl.SSLError as exc:
+                return self._failed(
+                    request,
+                    peer,
+                    pick,
+                    t0,
+                    NextUpstream.ERROR,
+                    502,
+                    f"SSL_do_handshake() failed ({exc.reason or exc})",
+                    "SSL handshaking to upstream",
                     sent,
                 )
             except OSError as exc:
@@ -1012,6 +1038,35 @@ class Downstream(asyncio.Protocol):
                 proto.transport.close()
             if proto is self.upstream and self.state != TUNNEL:
                 self.upstream = None
+
+    async def _connect(
+        self, request: Request, loc: LocationConf, peer: PeerState
+    ) -> tuple[asyncio.Transport, UpstreamProtocol]:
+        """Open the connection to ``peer`` (TLS for ``proxy_pass https://``)."""
+
+        def factory() -> UpstreamProtocol:
+            return UpstreamProtocol(self.loop, loc.proxy_buffer_size)
+
+        ctx = self.worker.upstream_tls.get(id(loc))
+        if ctx is None:
+            return await self.loop.create_connection(factory, peer.conf.host, peer.conf.port)
+        assert loc.proxy_pass is not None
+        name = (
+            request.rv.evaluate(loc.proxy_ssl_name)
+            if loc.proxy_ssl_name is not None
+            else loc.proxy_pass.proxy_host.rsplit(":", 1)[0]
+        )
+        # SNI only with proxy_ssl_server_name on; Python ties the name check to SNI, so
+        # with proxy_ssl_verify on the name is sent as well (docs/behavior.md).
+        send = loc.proxy_ssl_server_name or loc.proxy_ssl_verify
+        return await self.loop.create_connection(
+            factory,
+            peer.conf.host,
+            peer.conf.port,
+            ssl=ctx,
+            server_hostname=name if send else "",
+            ssl_handshake_timeout=loc.proxy_connect_timeout or None,
+        )
 
     def _failed(
         self,
@@ -1207,7 +1262,7 @@ class Downstream(asyncio.Protocol):
         if self.upstream is not None:
             self.upstream.pause()
         request = self.request
-        if request is not None and self.send_timer is None:
+        if request is not None and self.send_timer is None and self.state != CLOSED:
             loc = request.found.location or request.server.defaults
             if loc.send_timeout > 0:
                 self.send_timer = self.loop.call_later(loc.send_timeout, self._send_timed_out)
@@ -1223,6 +1278,8 @@ class Downstream(asyncio.Protocol):
 
     def _send_timed_out(self) -> None:
         self.send_timer = None
+        if self.state == CLOSED:
+            return
         if self.request is not None:
             self.worker.error_log.log(
                 "info",
@@ -1274,7 +1331,6 @@ class Downstream(asyncio.Protocol):
         def closed(
             tunnel: Tunnel, why: str, exc: BaseException | None, timed_out: str | None
         ) -> None:
-            worker.tunnels.discard(tunnel)
             rv = request.rv
             if timed_out is not None:
                 who = "upstream" if timed_out == "upstream" else "client"
@@ -1299,6 +1355,11 @@ class Downstream(asyncio.Protocol):
             peer.tunnels -= 1
             self._finalize(request)
             self.state = CLOSED
+
+        def gone(tunnel: Tunnel) -> None:
+            # Both sockets are closed and their last bytes (a Close frame) written: only
+            # now may a draining worker count this connection as finished.
+            worker.tunnels.discard(tunnel)
             worker.forget(self)
 
         tunnel = Tunnel(
@@ -1309,6 +1370,7 @@ class Downstream(asyncio.Protocol):
             send_timeout=loc.send_timeout,
             proxy_send_timeout=loc.proxy_send_timeout,
             on_close=closed,
+            on_gone=gone,
         )
         peer.tunnels += 1
         worker.tunnels.add(tunnel)

@@ -53,6 +53,7 @@ class TunnelSide(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         reason = f"{self.name} closed connection" if exc is None else f"{self.name}: {exc}"
         self.tunnel.close(reason, exc)
+        self.tunnel.side_lost()
 
     def pause_writing(self) -> None:
         # Our transport cannot take more: stop reading the side that feeds it.
@@ -81,7 +82,9 @@ class Tunnel:
         "closed",
         "last",
         "loop",
+        "lost",
         "on_close",
+        "on_gone",
         "read_timeout",
         "send_timeouts",
         "started",
@@ -99,11 +102,14 @@ class Tunnel:
         send_timeout: float,
         proxy_send_timeout: float,
         on_close: Callable[[Tunnel, str, BaseException | None, str | None], None],
+        on_gone: Callable[[Tunnel], None],
     ) -> None:
         self.loop = loop
         self.read_timeout = read_timeout
         self.send_timeouts = {"client": send_timeout, "upstream": proxy_send_timeout}
         self.on_close = on_close
+        self.on_gone = on_gone
+        self.lost = 0  # transports whose connection_lost has come
         self.closed = False
         self.started = loop.time()
         self.last = self.started
@@ -160,6 +166,22 @@ class Tunnel:
                 side.send_timer = None
             side.transport.close()
         self.on_close(self, reason, exc, timed_out)
+        # close() flushes what is buffered first; a side that never takes it is dropped
+        # after its send timeout, so a closed tunnel always ends (and a draining worker
+        # can exit).
+        grace = max(self.send_timeouts.values()) or 60.0
+        self.loop.call_later(grace, self._drop)
+
+    def _drop(self) -> None:
+        if self.lost < 2:
+            for side in (self.client, self.upstream):
+                side.transport.abort()
+
+    def side_lost(self) -> None:
+        """A transport is fully closed; ``on_gone`` runs once both are (buffers flushed)."""
+        self.lost += 1
+        if self.lost == 2:
+            self.on_gone(self)
 
     def abort(self) -> None:
         """Fast stop: drop both connections without flushing (TERM/INT)."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import socket
+import ssl
 from typing import TYPE_CHECKING
 
 from wsgate import __version__
@@ -19,6 +20,7 @@ from wsgate.conf.model import ListenConf, MainConf
 from wsgate.log.access_log import AccessLogs
 from wsgate.log.error_log import ErrorLog
 from wsgate.routing import Router
+from wsgate.tls import server_contexts, upstream_context
 
 if TYPE_CHECKING:
     from wsgate.proxy.downstream import Downstream
@@ -27,7 +29,15 @@ if TYPE_CHECKING:
 __all__ = ["Worker", "bind_listen_socket"]
 
 
-def bind_listen_socket(lc: ListenConf, backlog: int = 511) -> socket.socket:
+def _bound_address(lc: ListenConf) -> tuple[str, int]:
+    """The (host, port) ``getsockname`` reports for the socket of ``lc``."""
+    return ("0.0.0.0" if lc.host == "*" else lc.host, lc.port)
+
+
+BACKLOG = 511  # NGX_LISTEN_BACKLOG on Linux
+
+
+def bind_listen_socket(lc: ListenConf, backlog: int = BACKLOG) -> socket.socket:
     """Create, bind and listen a socket for one ``listen`` address.
 
     Raises:
@@ -61,6 +71,18 @@ class Worker:
         self.http = conf.http
         self.loop = loop or asyncio.get_running_loop()
         self.router = Router(conf.http)
+        # TLS contexts are built now, so a bad certificate fails start-up, not a request.
+        self.tls = server_contexts(
+            conf.http, self.router.listen_addresses(), self.router.select_server
+        )
+        self.upstream_tls: dict[int, ssl.SSLContext] = {}
+        for server in conf.http.servers:
+            stack = [server.defaults, *server.locations]
+            while stack:
+                loc = stack.pop()
+                stack.extend(loc.locations)
+                if loc.proxy_pass is not None and loc.proxy_pass.scheme == "https":
+                    self.upstream_tls[id(loc)] = upstream_context(loc)
         self.balancers: dict[str, Balancer] = {
             key: for_upstream(u) for key, u in conf.http.upstreams.items()
         }
@@ -96,10 +118,29 @@ class Worker:
         """Start serving on ``sockets`` (bound by a supervisor) or bind them here."""
         from wsgate.proxy.downstream import Downstream
 
+        listens = self.router.listen_addresses()
         if sockets is None:
-            sockets = [bind_listen_socket(lc) for lc in self.router.listen_addresses()]
+            sockets = [bind_listen_socket(lc) for lc in listens]
+        by_address = {_bound_address(lc): lc for lc in listens}
         for sock in sockets:
-            server = await self.loop.create_server(lambda: Downstream(self), sock=sock)
+            host, port = sock.getsockname()[:2]
+            lc = by_address.get((host, port))
+            tls = self.tls.get((lc.host, lc.port, lc.ipv6)) if lc is not None else None
+            # create_server listens again on `sock`: give nginx's backlog, not asyncio's 100
+            # (a burst of connects against a starting worker would lose SYNs).
+            if tls is None:
+                server = await self.loop.create_server(
+                    lambda: Downstream(self), sock=sock, backlog=BACKLOG
+                )
+            else:
+                default = self.router.select_server(host, port, None)
+                server = await self.loop.create_server(
+                    lambda: Downstream(self),
+                    sock=sock,
+                    backlog=BACKLOG,
+                    ssl=tls.context,
+                    ssl_handshake_timeout=default.client_header_timeout or None,
+                )
             self.servers.append(server)
 
     @property

@@ -198,7 +198,8 @@ class Master:
             code = 1
             try:
                 os.close(self._alive_w)
-                signal.pthread_sigmask(signal.SIG_SETMASK, set())
+                # Signals stay blocked: the worker unblocks them once its handlers are in
+                # place, so a QUIT sent right after the fork is handled, not fatal.
                 self.start_worker(self.conf, list(self.sockets.values()), self._alive_r)
                 code = 0
             finally:

@@ -30,8 +30,6 @@ def main(conf: MainConf, sockets: list[socket.socket], master_fd: int) -> None:
         except (ValueError, OSError):
             _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
             resource.setrlimit(resource.RLIMIT_NOFILE, (min(n, hard), hard))
-    for sig in (signal.SIGHUP, signal.SIGQUIT, signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):
-        signal.signal(sig, signal.SIG_DFL)
     uvloop.run(_serve(conf, sockets, master_fd))
 
 
@@ -40,20 +38,23 @@ async def _serve(conf: MainConf, sockets: list[socket.socket], master_fd: int) -
 
     loop = asyncio.get_running_loop()
     worker = Worker(conf, loop)
-    await worker.start(sockets=[s.dup() for s in sockets])
-    for s in sockets:
-        s.close()
     stop: asyncio.Future[bool] = loop.create_future()
 
     def request_stop(graceful: bool) -> None:
         if not stop.done():
             stop.set_result(graceful)
 
+    # The master forked us with these signals blocked; install the handlers, then let
+    # any signal that arrived meanwhile through.
     loop.add_signal_handler(signal.SIGQUIT, request_stop, True)
     loop.add_signal_handler(signal.SIGTERM, request_stop, False)
     loop.add_signal_handler(signal.SIGINT, request_stop, False)
     loop.add_signal_handler(signal.SIGUSR1, worker.reopen_logs)
     loop.add_signal_handler(signal.SIGHUP, lambda: None)
+    signal.pthread_sigmask(signal.SIG_SETMASK, set())
+    await worker.start(sockets=[s.dup() for s in sockets])
+    for s in sockets:
+        s.close()
 
     def master_gone() -> None:
         try:
