@@ -214,3 +214,45 @@ def test_any_bytes_get_an_answer_or_a_close(threaded_proxy: int, data: bytes) ->
         half_close=False,
     )
     assert ok.startswith(b"HTTP/1.1 200 OK\r\n")
+
+
+async def test_limit_conn_counts_open_tunnels_per_address(tmp_path: Path) -> None:
+    """limit_conn addr 2: two tunnels from one address fill it; the third gets 503 and a
+    tunnel that ends gives its slot back."""
+    port = free_port()
+    async with RecordingBackend("a") as backend:
+        conf = article_conf(
+            port,
+            [backend.port],
+            extra_http="limit_conn_zone $binary_remote_addr zone=addr:10m;",
+            extra_location="limit_conn addr 2;",
+        )
+        async with proxy_in_process(conf, tmp_path):
+
+            async def tunnel() -> tuple[asyncio.StreamReader, asyncio.StreamWriter, bytes]:
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                writer.write(
+                    b"GET /ws HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                    b"Sec-WebSocket-Version: 13\r\n\r\n"
+                )
+                head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+                return reader, writer, head
+
+            first, second = await tunnel(), await tunnel()
+            assert first[2].startswith(b"HTTP/1.1 101 ") and second[2].startswith(b"HTTP/1.1 101 ")
+            third = await tunnel()
+            assert third[2].startswith(b"HTTP/1.1 503 Service Temporarily Unavailable\r\n")
+            third[1].close()
+            # A tunnel ends: its slot is free again.
+            first[1].close()
+            for _ in range(500):
+                again = await tunnel()
+                again[1].close()
+                if again[2].startswith(b"HTTP/1.1 101 "):
+                    break
+                await asyncio.sleep(0.01)
+            assert again[2].startswith(b"HTTP/1.1 101 ")
+            second[1].close()
+    log = (tmp_path / "logs" / "error.log").read_text()
+    assert 'limiting connections by zone "addr"' in log

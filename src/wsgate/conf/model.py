@@ -153,6 +153,11 @@ class LocationConf:
     proxy_ssl_name: ComplexValue | None = None  # None: $proxy_host
     proxy_ssl_protocols: tuple[str, ...] = ("TLSv1.2", "TLSv1.3")
     proxy_ssl_ciphers: str = "DEFAULT"
+    # limit_conn: zones are defined at http level and seen by every location
+    limit_conn_zone: tuple[tuple[str, ComplexValue], ...] = ()  # (zone name, key)
+    limit_conn: tuple[tuple[str, int], ...] = ()  # (zone name, connections)
+    limit_conn_status: int = 503
+    limit_conn_log_level: str = "error"
     # TLS of the server (http/server levels; the server reads them from its `defaults`)
     ssl_certificate: str | None = None
     ssl_certificate_key: str | None = None

@@ -767,6 +767,53 @@ def proxy_upgrade_protocols(p: Parser, ctx: Ctx, d: Stmt) -> None:
     _once(ctx, d, tokens)
 
 
+def limit_conn_zone(p: Parser, ctx: Ctx, d: Stmt) -> None:
+    # ngx_http_limit_conn_zone: "limit_conn_zone KEY zone=NAME:SIZE;"
+    key = _variables(ctx, d, d.args[0].text)
+    spec = d.args[1].text
+    if not spec.startswith("zone="):
+        raise d.error(f'invalid parameter "{spec}"')
+    name, sep, size = spec[5:].partition(":")
+    if not name or not sep:
+        raise d.error(f'invalid zone size "{spec}"')
+    if parse_size(size) is None:
+        raise d.error(f'invalid zone size "{spec}"')
+    zones = ctx.values.get("limit_conn_zone", ())
+    if any(z == name for z, _ in zones):
+        raise d.error(f'duplicate zone "{name}"')
+    ctx.values["limit_conn_zone"] = (*zones, (name, key))
+
+
+def limit_conn(p: Parser, ctx: Ctx, d: Stmt) -> None:
+    # ngx_http_limit_conn: "limit_conn ZONE NUMBER;", several per level, one per zone.
+    name, number = d.args[0].text, d.args[1].text
+    assert ctx.http is not None
+    if not any(z == name for z, _ in ctx.http.values.get("limit_conn_zone", ())):
+        # nginx creates the zone on first use and fails later with this message, which
+        # names no file or line.
+        raise ConfigError(f'zero size shared memory zone "{name}"')
+    if not number.isdigit() or int(number) == 0:
+        raise d.error(f'invalid number of connections "{number}"')
+    limits = ctx.values.get("limit_conn", ())
+    if any(z == name for z, _ in limits):
+        raise d.error('"limit_conn" directive is duplicate')
+    ctx.values["limit_conn"] = (*limits, (name, int(number)))
+
+
+def limit_conn_status(p: Parser, ctx: Ctx, d: Stmt) -> None:
+    v = d.args[0].text
+    if not v.isdigit() or not 400 <= int(v) <= 599:
+        raise d.error("value must be between 400 and 599")
+    _once(ctx, d, int(v))
+
+
+def limit_conn_log_level(p: Parser, ctx: Ctx, d: Stmt) -> None:
+    v = d.args[0].text
+    if v not in ("info", "notice", "warn", "error"):
+        raise d.error(f'invalid value "{v}"')
+    _once(ctx, d, v)
+
+
 _SSL_PROTOCOLS = ("SSLv2", "SSLv3", "TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3")
 
 
@@ -1004,6 +1051,12 @@ DIRECTIVES: dict[str, list[Directive]] = _rows(
     Directive("tcp_nodelay", LOC_LEVELS, 1, 1, set_flag, default="on",
         note="wsgate always sets TCP_NODELAY"),
     Directive("return", F({SERVER, LOCATION}), 1, 2, return_),
+    Directive("limit_conn_zone", F({HTTP}), 2, 2, limit_conn_zone,
+        note="counted per worker (nginx shares the zone between workers)"),
+    Directive("limit_conn", LOC_LEVELS, 2, 2, limit_conn),
+    Directive("limit_conn_status", LOC_LEVELS, 1, 1, limit_conn_status, default="503"),
+    Directive("limit_conn_log_level", LOC_LEVELS, 1, 1, limit_conn_log_level,
+        default="error"),
     Directive("ssl_certificate", SRV_LEVELS, 1, 1, set_str),
     Directive("ssl_certificate_key", SRV_LEVELS, 1, 1, set_str),
     Directive("ssl_protocols", SRV_LEVELS, 1, None, ssl_protocols, default="TLSv1.2 TLSv1.3",

@@ -27,7 +27,7 @@ import socket
 import ssl
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import cast
 
 from wsgate.balancer.base import Outcome, PeerState, Pick, RequestInfo
@@ -126,6 +126,7 @@ class Request:
     keep_alive: bool = True
     started: float = 0.0  # loop time of the first attempt (proxy_next_upstream_timeout)
     continue_sent: int = 0  # bytes of an interim "100 Continue" (counted in $bytes_sent)
+    limits: list[tuple[str, str]] = field(default_factory=list)  # limit_conn slots held
 
 
 def _nodelay(transport: asyncio.BaseTransport) -> None:
@@ -407,9 +408,41 @@ class Downstream(asyncio.Protocol):
 
     # -- request body ------------------------------------------------------------------------
 
+    def _take_limits(self, request: Request, loc: LocationConf) -> bool:
+        """limit_conn (ngx_http_limit_conn_handler): count this request against each zone;
+        False (and the refusal answered) when one is full. Slots are given back when the
+        request ends (``_finalize``), so a tunnel holds its slot for its whole life."""
+        zones = dict(loc.limit_conn_zone)
+        for name, limit in loc.limit_conn:
+            key = request.rv.evaluate(zones[name])
+            if not key or len(key) > 255:  # nginx skips empty keys and keys over 255 bytes
+                continue
+            counts = self.worker.limit_conn.setdefault(name, {})
+            if counts.get(key, 0) >= limit:
+                self.worker.error_log.log(
+                    loc.limit_conn_log_level,
+                    f'limiting connections by zone "{name}"',
+                    request.ctx,
+                )
+                self._respond_error(request, loc.limit_conn_status)
+                return False
+            counts[key] = counts.get(key, 0) + 1
+            request.limits.append((name, key))
+        return True
+
+    def _release_limits(self, request: Request) -> None:
+        for name, key in request.limits:
+            counts = self.worker.limit_conn[name]
+            counts[key] -= 1
+            if counts[key] <= 0:
+                del counts[key]
+        request.limits.clear()
+
     def _start_body(self, request: Request) -> None:
         head = request.head
         loc = request.found.location or request.server.defaults
+        if loc.limit_conn and not self._take_limits(request, loc):
+            return
         limit = loc.client_max_body_size
         if head.content_length is not None and limit and head.content_length > limit:
             self.worker.error_log.log(
@@ -1384,6 +1417,8 @@ class Downstream(asyncio.Protocol):
         if rv.end_time:
             return
         rv.end_time = time.time()
+        if request.limits:
+            self._release_limits(request)
         rv.bytes_sent += request.continue_sent
         rv.body_bytes_sent += request.continue_sent
         loc = request.found.location or request.server.defaults

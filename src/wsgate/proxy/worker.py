@@ -99,6 +99,8 @@ class Worker:
         # more (so a tunnel holds two), as in ngx_get_connection.
         self.worker_connections = conf.events.worker_connections
         self.upstream_attempts = 0
+        # limit_conn: zone name -> key -> requests in progress (per worker).
+        self.limit_conn: dict[str, dict[str, int]] = {}
 
     def open_access_logs(self) -> None:
         """Open every configured access log now, so a bad path fails at start-up.
