@@ -49,7 +49,7 @@ from typing import Any, Final, TextIO
 import uvloop
 from websockets.exceptions import ConnectionClosed
 
-from wsgate.cat.connector import CatConnection, frame_error, open_connection
+from wsgate.cat.connector import CatConnection, frame_error, open_connection, peer_failure
 from wsgate.cat.editor import DEFAULT_COLUMNS, LineEditor
 from wsgate.cat.input import KeyboardInput, LineQueue, PipeInput, raw_mode, start_reader
 from wsgate.cat.options import (
@@ -190,7 +190,7 @@ async def _run_session(
     await connection.wait_closed()
     await asyncio.wait({receiver})
     await _finish(tasks)
-    return _Outcome(interrupted, connection.protocol.parser_exc, session.closing)
+    return _Outcome(interrupted, peer_failure(connection), session.closing)
 
 
 async def cat(

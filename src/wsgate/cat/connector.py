@@ -37,6 +37,7 @@ from collections.abc import Callable
 from typing import Any, Final
 
 from websockets.asyncio.client import ClientConnection
+from websockets.asyncio.connection import Connection
 from websockets.client import ClientProtocol
 from websockets.exceptions import (
     InvalidHeader,
@@ -57,7 +58,14 @@ from websockets.uri import WebSocketURI, parse_uri
 
 from wsgate.cat.options import MAX_PAYLOAD, CatError, CatOptions, normalize_url, protocol_version
 
-__all__ = ["CatConnection", "frame_error", "node_code", "open_connection", "open_socket"]
+__all__ = [
+    "CatConnection",
+    "frame_error",
+    "node_code",
+    "open_connection",
+    "open_socket",
+    "peer_failure",
+]
 
 # ws' message for any scheme other than these.
 _BAD_PROTOCOL: Final = (
@@ -385,6 +393,16 @@ def _handshake_error(exc: BaseException) -> CatError:
     if isinstance(exc, ConnectionError | EOFError):
         return CatError("socket hang up", transient=True)
     return CatError(str(exc) or type(exc).__name__)
+
+
+def peer_failure(connection: Connection) -> Exception | None:
+    """What the peer sent that failed the connection, if anything (for ``error: ...``).
+
+    A TCP connection that ends without a close frame is not an error for ws: it is a close
+    with code 1006, so websockets' ``EOFError`` is not reported.
+    """
+    failure = connection.protocol.parser_exc
+    return None if isinstance(failure, EOFError) else failure
 
 
 def frame_error(exc: Exception) -> str:

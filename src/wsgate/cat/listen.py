@@ -40,7 +40,7 @@ from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.typing import Subprotocol
 
-from wsgate.cat.connector import frame_error
+from wsgate.cat.connector import frame_error, peer_failure
 from wsgate.cat.input import LineQueue
 from wsgate.cat.options import ERROR_EXIT, MAX_PAYLOAD, CatOptions
 from wsgate.cat.session import Session
@@ -101,7 +101,7 @@ class _Listener:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             if not self.quitting:
-                failure = connection.protocol.parser_exc
+                failure = peer_failure(connection)
                 if failure is not None:
                     self.terminal.error(frame_error(failure))
                 code = connection.close_code
