@@ -837,11 +837,7 @@ class Downstream(asyncio.Protocol):
             req_bytes += body
         group = worker.http.upstreams[pp.upstream]
         # The balancer sees the client address (ip_hash) and the evaluated `hash` key.
-        key = (
-            rv.evaluate(group.hash_key).encode("utf-8", "surrogateescape")
-            if group.hash_key
-            else b""
-        )
+        key = to_bytes(rv.evaluate(group.hash_key)) if group.hash_key else b""
         pick = balancer.pick(
             RequestInfo(remote_addr=rv.conn.remote_addr, hash_key=key),
             loc.proxy_next_upstream_tries,
