@@ -896,7 +896,6 @@ class Downstream(asyncio.Protocol):
         t0 = self.loop.time()
         proto: UpstreamProtocol | None = None
         sent = False
-        action = "connecting to upstream"
         if not self.worker.connection_available():
             # ngx_http_upstream_connect: no free connection is an internal error (500).
             self._release(request, peer, pick, t0, "-", Outcome.NEXT)
@@ -908,116 +907,18 @@ class Downstream(asyncio.Protocol):
             try:
                 async with asyncio.timeout(loc.proxy_connect_timeout or None):
                     _, proto = await self._connect(request, loc, peer)
-            except TimeoutError:
-                return self._failed(
-                    request,
-                    peer,
-                    pick,
-                    t0,
-                    NextUpstream.TIMEOUT,
-                    504,
-                    "upstream timed out (110: Connection timed out)",
-                    action,
-                    sent,
-                )
-            except ssl.SSLCertVerificationError as exc:
-                return self._failed(
-                    request,
-                    peer,
-                    pick,
-                    t0,
-                    NextUpstream.ERROR,
-                    502,
-                    f"upstream SSL certificate verify error: ({exc.verify_code}:"
-                    f"{exc.verify_message})",
-                    "SSL handshaking to upstream",
-                    sent,
-                )
-            except ssl.SSLError as exc:
-                return self._failed(
-                    request,
-                    peer,
-                    pick,
-                    t0,
-                    NextUpstream.ERROR,
-                    502,
-                    f"SSL_do_handshake() failed ({exc.reason or exc})",
-                    "SSL handshaking to upstream",
-                    sent,
-                )
-            except OSError as exc:
-                return self._failed(
-                    request,
-                    peer,
-                    pick,
-                    t0,
-                    NextUpstream.ERROR,
-                    502,
-                    f"connect() failed ({exc.errno}: {exc.strerror})",
-                    action,
-                    sent,
-                )
+            except OSError as exc:  # TimeoutError and ssl.SSLError are OSErrors
+                return self._failed(request, peer, pick, t0, *_connect_failure(exc), sent)
             assert proto.transport is not None
             _nodelay(proto.transport)
             self.upstream = proto
             proto.transport.write(req_bytes)
             sent = True
-            action = "reading response header from upstream"
             try:
                 async with asyncio.timeout(loc.proxy_read_timeout or None):
                     resp, rest = await proto.head
-            except TimeoutError:
-                return self._failed(
-                    request,
-                    peer,
-                    pick,
-                    t0,
-                    NextUpstream.TIMEOUT,
-                    504,
-                    "upstream timed out (110: Connection timed out)",
-                    action,
-                    sent,
-                    proto,
-                )
-            except UpstreamClosed:
-                return self._failed(
-                    request,
-                    peer,
-                    pick,
-                    t0,
-                    NextUpstream.ERROR,
-                    502,
-                    "upstream prematurely closed connection",
-                    action,
-                    sent,
-                    proto,
-                )
-            except HTTPError as exc:
-                return self._failed(
-                    request,
-                    peer,
-                    pick,
-                    t0,
-                    NextUpstream.INVALID_HEADER,
-                    502,
-                    exc.message,
-                    action,
-                    sent,
-                    proto,
-                )
-            except OSError as exc:
-                return self._failed(
-                    request,
-                    peer,
-                    pick,
-                    t0,
-                    NextUpstream.ERROR,
-                    502,
-                    f"recv() failed ({exc.errno}: {exc.strerror})",
-                    action,
-                    sent,
-                    proto,
-                )
+            except (OSError, UpstreamClosed, HTTPError) as exc:
+                return self._failed(request, peer, pick, t0, *_header_failure(exc), sent, proto)
             status_flag = _STATUS_FLAGS.get(resp.status)
             # An upstream 5xx/403/404/429 moves on only if listed and another try remains.
             if (
@@ -1030,7 +931,7 @@ class Downstream(asyncio.Protocol):
                 # (ngx_http_upstream_next -> ngx_http_upstream_free_round_robin_peer).
                 if self._release(request, peer, pick, t0, str(resp.status), outcome):
                     self.worker.error_log.log(
-                        "warn", "upstream server temporarily disabled", request.ctx, action
+                        "warn", "upstream server temporarily disabled", request.ctx, _READING_HEADER
                     )
                 assert proto.transport is not None
                 proto.transport.close()
@@ -1050,7 +951,7 @@ class Downstream(asyncio.Protocol):
                         NextUpstream.INVALID_HEADER,
                         502,
                         refused,
-                        action,
+                        _READING_HEADER,
                         sent,
                         proto,
                     )
@@ -1266,12 +1167,7 @@ class Downstream(asyncio.Protocol):
                 continue
             remaining = proto.last_read + timeout - self.loop.time()
             if remaining <= 0:
-                self.worker.error_log.log(
-                    "error",
-                    "upstream timed out (110: Connection timed out)",
-                    request.ctx,
-                    "reading upstream",
-                )
+                self.worker.error_log.log("error", _TIMED_OUT, request.ctx, "reading upstream")
                 return False
             await asyncio.wait([done], timeout=remaining)
         exc = done.exception()
@@ -1450,6 +1346,40 @@ class Downstream(asyncio.Protocol):
 
 
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+_CONNECTING = "connecting to upstream"
+_READING_HEADER = "reading response header from upstream"
+_TIMED_OUT = "upstream timed out (110: Connection timed out)"
+
+
+def _connect_failure(exc: OSError) -> tuple[NextUpstream, int, str, str]:
+    """(failure kind, status, message, action) for a failed connect or TLS handshake, in
+    nginx's words (ngx_http_upstream_connect, ngx_ssl_handshake)."""
+    if isinstance(exc, TimeoutError):
+        return NextUpstream.TIMEOUT, 504, _TIMED_OUT, _CONNECTING
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        message = f"upstream SSL certificate verify error: ({exc.verify_code}:{exc.verify_message})"
+        return NextUpstream.ERROR, 502, message, "SSL handshaking to upstream"
+    if isinstance(exc, ssl.SSLError):
+        message = f"SSL_do_handshake() failed ({exc.reason or exc})"
+        return NextUpstream.ERROR, 502, message, "SSL handshaking to upstream"
+    return NextUpstream.ERROR, 502, f"connect() failed ({exc.errno}: {exc.strerror})", _CONNECTING
+
+
+def _header_failure(exc: Exception) -> tuple[NextUpstream, int, str, str]:
+    """The same for a failure while waiting for the response head
+    (ngx_http_upstream_process_header)."""
+    if isinstance(exc, TimeoutError):
+        return NextUpstream.TIMEOUT, 504, _TIMED_OUT, _READING_HEADER
+    if isinstance(exc, UpstreamClosed):
+        message = "upstream prematurely closed connection"
+        return NextUpstream.ERROR, 502, message, _READING_HEADER
+    if isinstance(exc, HTTPError):
+        return NextUpstream.INVALID_HEADER, 502, exc.message, _READING_HEADER
+    assert isinstance(exc, OSError)
+    message = f"recv() failed ({exc.errno}: {exc.strerror})"
+    return NextUpstream.ERROR, 502, message, _READING_HEADER
+
 
 # ngx_http_core_default_types: the types nginx knows without a "types" block.
 _DEFAULT_TYPES = {"html": "text/html", "gif": "image/gif", "jpg": "image/jpeg"}
