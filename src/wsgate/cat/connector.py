@@ -60,6 +60,7 @@ from wsgate.cat.options import MAX_PAYLOAD, CatError, CatOptions, normalize_url,
 
 __all__ = [
     "CatConnection",
+    "connect_request",
     "frame_error",
     "node_code",
     "open_connection",

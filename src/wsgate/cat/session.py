@@ -19,6 +19,7 @@ import re
 from websockets.asyncio.connection import Connection
 from websockets.exceptions import ConcurrencyError, ConnectionClosed, ProtocolError
 from websockets.frames import Opcode
+from websockets.protocol import State
 from websockets.typing import Data
 
 from wsgate.cat.connector import CatConnection
@@ -111,8 +112,13 @@ class Session:
         await self.linger(wait_for_replies=False)
 
     async def close(self, code: int = 1000, reason: str = "") -> None:
-        """Start (and wait for) the closing handshake from this side."""
-        self.closing = True
+        """Start (and wait for) the closing handshake from this side.
+
+        When the peer already closed (or the connection was lost), this only waits: the
+        session then still counts as ended by the peer (:attr:`closing` stays ``False``).
+        """
+        if self.connection.state is State.OPEN:
+            self.closing = True
         await self.connection.close(code, reason)
 
     async def linger(self, *, wait_for_replies: bool) -> None:
