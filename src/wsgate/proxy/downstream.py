@@ -1245,6 +1245,10 @@ class Downstream(asyncio.Protocol):
         request.rv.status = 101
         self.state = TUNNEL
         self.upstream = None
+        # The request coroutine ends once the tunnel runs: drop it (and the frame, the
+        # UpstreamProtocol and its futures it keeps) so an idle tunnel holds less memory.
+        self.task = None
+        self.request = None
         client_early = bytes(self.buf)
         self.buf.clear()
         self.paused_reading = False
