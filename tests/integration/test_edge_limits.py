@@ -256,3 +256,45 @@ async def test_limit_conn_counts_open_tunnels_per_address(tmp_path: Path) -> Non
             second[1].close()
     log = (tmp_path / "logs" / "error.log").read_text()
     assert 'limiting connections by zone "addr"' in log
+
+
+async def test_body_keepalive_timeouts_and_keepalive_requests(tmp_path: Path) -> None:
+    port = free_port()
+    async with RecordingBackend("a") as backend:
+        conf = article_conf(
+            port,
+            [backend.port],
+            extra_http="client_body_timeout 1s; keepalive_timeout 1s; keepalive_requests 2;",
+        )
+        async with proxy_in_process(conf, tmp_path):
+            # client_body_timeout: half a body, then silence -> closed, 408 in the log.
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"POST /b HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\nhalf")
+            assert await asyncio.wait_for(reader.read(), 20) == b""
+            writer.close()
+            # keepalive_timeout: an idle keep-alive connection is closed.
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"GET /k HTTP/1.1\r\nHost: t\r\n\r\n")
+            first = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+            assert b"Connection: keep-alive" in first
+            length = int(first.split(b"Content-Length: ")[1].split(b"\r\n")[0])
+            await reader.readexactly(length)
+            assert await asyncio.wait_for(reader.read(), 20) == b""
+            writer.close()
+            # keepalive_requests 2: the second response says close, and the proxy closes.
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"GET /1 HTTP/1.1\r\nHost: t\r\n\r\nGET /2 HTTP/1.1\r\nHost: t\r\n\r\n")
+            heads = []
+            for _ in range(2):
+                head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+                length = int(head.split(b"Content-Length: ")[1].split(b"\r\n")[0])
+                await reader.readexactly(length)
+                heads.append(head)
+            assert b"Connection: keep-alive" in heads[0]
+            assert b"Connection: close" in heads[1]
+            assert await asyncio.wait_for(reader.read(), 10) == b""
+            writer.close()
+    log = (tmp_path / "logs" / "error.log").read_text()
+    assert "client timed out (110: Connection timed out) while reading client request body" in log
+    access = (tmp_path / "logs" / "access.log").read_text()
+    assert '"POST /b HTTP/1.1" 408 ' in access

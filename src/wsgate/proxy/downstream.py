@@ -404,7 +404,16 @@ class Downstream(asyncio.Protocol):
         if kind is Upgrade.STRIP:
             # An Upgrade this location does not forward: the peer gets a plain request.
             head.headers = [(n, v) for n, v in head.headers if n.lower() != "upgrade"]
-        return Request(head, server, found, rv, ctx, kind, keep_alive=head.keep_alive)
+        # ngx_http_set_keepalive's conditions, known before the response is written so
+        # that it can say "Connection: close" (the last of keepalive_requests, or
+        # keepalive_timeout 0).
+        conf = found.location or server.defaults
+        keep_alive = (
+            head.keep_alive
+            and conf.keepalive_timeout > 0
+            and self.conn.requests < conf.keepalive_requests
+        )
+        return Request(head, server, found, rv, ctx, kind, keep_alive=keep_alive)
 
     # -- request body ------------------------------------------------------------------------
 
