@@ -767,6 +767,11 @@ def proxy_upgrade_protocols(p: Parser, ctx: Ctx, d: Stmt) -> None:
     _once(ctx, d, tokens)
 
 
+def stub_status(p: Parser, ctx: Ctx, d: Stmt) -> None:
+    # ngx_http_set_stub_status: "stub_status;" (the old "stub_status on;" still parses)
+    _once(ctx, d, True)
+
+
 def limit_conn_zone(p: Parser, ctx: Ctx, d: Stmt) -> None:
     # ngx_http_limit_conn_zone: "limit_conn_zone KEY zone=NAME:SIZE;"
     key = _variables(ctx, d, d.args[0].text)
@@ -1051,6 +1056,8 @@ DIRECTIVES: dict[str, list[Directive]] = _rows(
     Directive("tcp_nodelay", LOC_LEVELS, 1, 1, set_flag, default="on",
         note="wsgate always sets TCP_NODELAY"),
     Directive("return", F({SERVER, LOCATION}), 1, 2, return_),
+    Directive("stub_status", F({SERVER, LOCATION}), 0, 1, stub_status,
+        note="numbers summed over all workers"),
     Directive("limit_conn_zone", F({HTTP}), 2, 2, limit_conn_zone,
         note="counted per worker (nginx shares the zone between workers)"),
     Directive("limit_conn", LOC_LEVELS, 2, 2, limit_conn),

@@ -45,6 +45,7 @@ from wsgate.http.status import REASONS, error_page
 from wsgate.http.upgrade import Upgrade, check_upgrade_response, classify_upgrade
 from wsgate.http.upstream_request import build_request_head, escape_uri, valid_header_name
 from wsgate.log.error_log import ErrorContext
+from wsgate.proxy.stats import ACTIVE, READING, REQUESTS, WRITING
 from wsgate.proxy.tunnel import Tunnel
 from wsgate.proxy.upstream import BodyMode, UpstreamClosed, UpstreamProtocol
 from wsgate.proxy.worker import Worker
@@ -158,6 +159,8 @@ class Downstream(asyncio.Protocol):
         self.client_paused = False
         self.send_timer: asyncio.TimerHandle | None = None
         self.default_server: ServerConf | None = None
+        self.counted = False  # in stub_status's active connections
+        self.stage = 0  # READING, WRITING or 0 (Waiting) for stub_status
         self.pipelined = False  # the next head was already buffered ($pipe)
 
     # -- connection lifecycle --------------------------------------------------------------
@@ -180,13 +183,33 @@ class Downstream(asyncio.Protocol):
             self.conn.server_addr, self.conn.server_port, None
         )
         if not self.worker.connection_available():
+            self.worker.stats.accepted(handled=False)
             self.state = CLOSED
             self.transport.abort()
             return
+        self.worker.stats.accepted(handled=True)
+        self.counted = True
         self.worker.connections.add(self)
         self._arm(self.default_server.client_header_timeout, self._header_timed_out)
 
+    def _uncount(self) -> None:
+        """The connection is gone: leave the stub_status gauges (once)."""
+        if self.counted:
+            self.counted = False
+            self._stage(0)
+            self.worker.stats.add(ACTIVE, -1)
+
+    def _stage(self, stage: int) -> None:
+        """Move this connection between stub_status's Reading, Writing and Waiting (0)."""
+        stats = self.worker.stats
+        if self.stage:
+            stats.add(self.stage, -1)
+        if stage:
+            stats.add(stage, 1)
+        self.stage = stage
+
     def connection_lost(self, exc: Exception | None) -> None:
+        self._uncount()
         prev = self.state
         self.state = CLOSED
         self._disarm()
@@ -272,6 +295,8 @@ class Downstream(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         state = self.state
         if state == HEAD:
+            if not self.buf and self.stage != READING:
+                self._stage(READING)  # the first byte of a request
             if not self.buf and self.default_server is not None:
                 # First byte of a request: the keep-alive wait becomes the header timeout.
                 self._arm(self.default_server.client_header_timeout, self._header_timed_out)
@@ -336,6 +361,8 @@ class Downstream(asyncio.Protocol):
                 self._reject(exc.status, exc.message, head_bytes)
                 return
             self.request = request
+            self.worker.stats.add(REQUESTS)
+            self._stage(WRITING)
             self._start_body(request)
 
     def _new_request(self, head_bytes: bytes) -> Request:
@@ -553,6 +580,9 @@ class Downstream(asyncio.Protocol):
                 self._redirect(request, loc)
             elif loc is not None and loc.return_ is not None:
                 self._return(request, loc)
+            elif loc is not None and loc.stub_status:
+                body = self.worker.stats.render()
+                self._simple_response(request, 200, body, content_type="text/plain")
             elif loc is None or loc.proxy_pass is None:
                 self._respond_error(request, 404)
             else:
@@ -1298,6 +1328,7 @@ class Downstream(asyncio.Protocol):
             # Both sockets are closed and their last bytes (a Close frame) written: only
             # now may a draining worker count this connection as finished.
             worker.tunnels.discard(tunnel)
+            self._uncount()
             worker.forget(self)
 
         tunnel = Tunnel(
@@ -1322,6 +1353,8 @@ class Downstream(asyncio.Protocol):
         if rv.end_time:
             return
         rv.end_time = time.time()
+        if self.stage == WRITING:
+            self._stage(0)
         if request.limits:
             self._release_limits(request)
         rv.bytes_sent += request.continue_sent

@@ -19,6 +19,7 @@ from wsgate.balancer.base import Balancer
 from wsgate.conf.model import ListenConf, MainConf
 from wsgate.log.access_log import AccessLogs
 from wsgate.log.error_log import ErrorLog
+from wsgate.proxy.stats import Stats
 from wsgate.routing import Router
 from wsgate.tls import server_contexts, upstream_context
 
@@ -64,10 +65,17 @@ def bind_listen_socket(lc: ListenConf, backlog: int = BACKLOG) -> socket.socket:
 class Worker:
     """The proxy for one configuration on one event loop."""
 
-    def __init__(self, conf: MainConf, loop: asyncio.AbstractEventLoop | None = None) -> None:
+    def __init__(
+        self,
+        conf: MainConf,
+        loop: asyncio.AbstractEventLoop | None = None,
+        stats: Stats | None = None,
+    ) -> None:
         if conf.http is None:
             raise ValueError("configuration has no http block")
         self.conf = conf
+        # stub_status counters: this worker's slot of the master's shared table.
+        self.stats = stats if stats is not None else Stats()
         self.http = conf.http
         self.loop = loop or asyncio.get_running_loop()
         self.router = Router(conf.http)

@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from wsgate.conf.model import ListenConf, MainConf
 from wsgate.errors import ConfigError
 from wsgate.log.error_log import ErrorLog
+from wsgate.proxy.stats import Stats, StatsTable
 from wsgate.proxy.worker import bind_listen_socket
 from wsgate.routing import Router
 
@@ -56,6 +57,10 @@ _NAMES: dict[int, tuple[str, str]] = {
     signal.SIGINT: ("SIGINT", ", exiting"),
     signal.SIGUSR1: ("SIGUSR1", ", reopening logs"),
 }
+
+# Rows of the stub_status table: workers of every generation alive at once (old ones
+# drain their tunnels); one past this gets counters of its own, not summed.
+STATS_SLOTS = 1024
 
 # How long a fast stop (TERM/INT) waits for workers before it kills them.
 FAST_STOP_GRACE = 5.0
@@ -83,6 +88,7 @@ class WorkerProc:
 
     pid: int
     generation: int
+    slot: int | None = None  # its row in the stub_status table
     exiting: bool = False
 
 
@@ -100,7 +106,7 @@ class Master:
 
     conf: MainConf
     reload_conf: Callable[[], MainConf]
-    start_worker: Callable[[MainConf, list[socket.socket], int], None]
+    start_worker: Callable[[MainConf, list[socket.socket], int, Stats], None]
     log: ErrorLog = field(init=False)
     sockets: dict[tuple[str, int, bool], socket.socket] = field(default_factory=dict)
     workers: dict[int, WorkerProc] = field(default_factory=dict)
@@ -111,6 +117,9 @@ class Master:
     def __post_init__(self) -> None:
         self.log = ErrorLog(self.conf.error_log, self.conf.prefix)
         self._alive_r, self._alive_w = os.pipe()
+        # stub_status counters shared with every worker (mapped before any fork).
+        self.stats_table = StatsTable(STATS_SLOTS)
+        self.free_slots = list(range(STATS_SLOTS - 1, -1, -1))
 
     # -- start and stop ------------------------------------------------------------------
 
@@ -193,6 +202,7 @@ class Master:
             self._spawn()
 
     def _spawn(self) -> None:
+        slot = self.free_slots.pop() if self.free_slots else None
         pid = os.fork()
         if pid == 0:  # the child: never returns into the master's code
             code = 1
@@ -200,11 +210,12 @@ class Master:
                 os.close(self._alive_w)
                 # Signals stay blocked: the worker unblocks them once its handlers are in
                 # place, so a QUIT sent right after the fork is handled, not fatal.
-                self.start_worker(self.conf, list(self.sockets.values()), self._alive_r)
+                stats = Stats(self.stats_table, slot) if slot is not None else Stats()
+                self.start_worker(self.conf, list(self.sockets.values()), self._alive_r, stats)
                 code = 0
             finally:
                 os._exit(code)
-        self.workers[pid] = WorkerProc(pid, self.generation)
+        self.workers[pid] = WorkerProc(pid, self.generation, slot)
         self.log.log("notice", f"start worker process {pid}")
 
     def _signal_workers(self, sig: int, generation: int | None = None) -> None:
@@ -227,6 +238,9 @@ class Master:
             w = self.workers.pop(pid, None)
             if w is None:
                 continue
+            if w.slot is not None:
+                self.stats_table.zero_gauges(w.slot)
+                self.free_slots.append(w.slot)
             if os.WIFSIGNALED(status):
                 how = f"exited on signal {os.WTERMSIG(status)}"
             else:

@@ -17,11 +17,12 @@ import socket
 import uvloop
 
 from wsgate.conf.model import MainConf
+from wsgate.proxy.stats import Stats
 
 __all__ = ["main"]
 
 
-def main(conf: MainConf, sockets: list[socket.socket], master_fd: int) -> None:
+def main(conf: MainConf, sockets: list[socket.socket], master_fd: int, stats: Stats) -> None:
     """Run one worker until it is told to stop; the caller then ends the process."""
     if conf.worker_rlimit_nofile:
         n = conf.worker_rlimit_nofile
@@ -30,14 +31,16 @@ def main(conf: MainConf, sockets: list[socket.socket], master_fd: int) -> None:
         except (ValueError, OSError):
             _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
             resource.setrlimit(resource.RLIMIT_NOFILE, (min(n, hard), hard))
-    uvloop.run(_serve(conf, sockets, master_fd))
+    uvloop.run(_serve(conf, sockets, master_fd, stats))
 
 
-async def _serve(conf: MainConf, sockets: list[socket.socket], master_fd: int) -> None:
+async def _serve(
+    conf: MainConf, sockets: list[socket.socket], master_fd: int, stats: Stats
+) -> None:
     from wsgate.proxy.worker import Worker
 
     loop = asyncio.get_running_loop()
-    worker = Worker(conf, loop)
+    worker = Worker(conf, loop, stats)
     stop: asyncio.Future[bool] = loop.create_future()
 
     def request_stop(graceful: bool) -> None:
