@@ -44,7 +44,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[test]'
 	touch $@
 
-# Real peers for the interop tests (npm ws and wscat, pinned by package-lock.json).
+# Real peers for the interop tests (npm ws, wscat and playwright-core, pinned by package-lock.json).
 node_modules/.package-lock.json: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 

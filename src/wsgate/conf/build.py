@@ -302,7 +302,14 @@ def _freeze_location(
     kw: dict[str, Any] = {}
     names = {n for level in chain for n in level}
     for name in names:
-        if name in ("proxy_pass", "return", "keepalive_timeout", "access_log", "proxy_redirect"):
+        if name in (
+            "proxy_pass",
+            "return",
+            "keepalive_timeout",
+            "access_log",
+            "proxy_redirect",
+            "wsgate_status",
+        ):
             continue
         if name in _LOCATION_FIELDS:
             value = _lookup(chain, name)
@@ -345,6 +352,8 @@ def _freeze_location(
     ret = loc.values.get("return")
     if ret is not None:
         kw["return_"] = ret
+    # Like a content handler in nginx, the status page belongs to its own location only.
+    kw["wsgate_status"] = bool(loc.values.get("wsgate_status"))
     nested = tuple(_freeze_location(child, [*chain, child.values], hb) for child in loc.locations)
     return LocationConf(
         name=loc.name,

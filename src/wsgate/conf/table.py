@@ -772,6 +772,11 @@ def stub_status(p: Parser, ctx: Ctx, d: Stmt) -> None:
     _once(ctx, d, True)
 
 
+def wsgate_status(p: Parser, ctx: Ctx, d: Stmt) -> None:
+    # wsgate's own: "wsgate_status;" serves the live status page (proxy/status.py)
+    _once(ctx, d, True)
+
+
 def limit_conn_zone(p: Parser, ctx: Ctx, d: Stmt) -> None:
     # ngx_http_limit_conn_zone: "limit_conn_zone KEY zone=NAME:SIZE;"
     key = _variables(ctx, d, d.args[0].text)
@@ -1058,6 +1063,8 @@ DIRECTIVES: dict[str, list[Directive]] = _rows(
     Directive("return", F({SERVER, LOCATION}), 1, 2, return_),
     Directive("stub_status", F({SERVER, LOCATION}), 0, 1, stub_status,
         note="numbers summed over all workers"),
+    Directive("wsgate_status", F({LOCATION}), 0, 0, wsgate_status,
+        note="wsgate's own: a live HTML status page, updated over a WebSocket"),
     Directive("limit_conn_zone", F({HTTP}), 2, 2, limit_conn_zone,
         note="counted per worker (nginx shares the zone between workers)"),
     Directive("limit_conn", LOC_LEVELS, 2, 2, limit_conn),

@@ -13,6 +13,8 @@ Theory of operation (states of :attr:`Downstream.state`):
 * ``RESPONSE`` - the response body streams from the peer to the client; the client's
   write-buffer callbacks pause and resume the peer (back-pressure).
 * ``TUNNEL`` - after a 101, both transports belong to a :class:`~wsgate.proxy.tunnel.Tunnel`.
+* ``STATUS`` - wsgate answered a ``wsgate_status`` WebSocket itself: a
+  :class:`~wsgate.proxy.status.StatusSocket` pushes snapshots and reads the client's Close.
 * ``CLOSED``.
 
 After a response the connection goes back to ``HEAD`` (keep-alive) and any pipelined bytes
@@ -30,6 +32,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import cast
 
+from wsgate import status_page
 from wsgate.balancer.base import Outcome, PeerState, Pick, RequestInfo
 from wsgate.conf.model import LocationConf, NextUpstream, ServerConf
 from wsgate.errors import HTTPError
@@ -46,6 +49,7 @@ from wsgate.http.upgrade import Upgrade, check_upgrade_response, classify_upgrad
 from wsgate.http.upstream_request import build_request_head, escape_uri, valid_header_name
 from wsgate.log.error_log import ErrorContext
 from wsgate.proxy.stats import ACTIVE, READING, REQUESTS, WRITING
+from wsgate.proxy.status import StatusSocket, handshake
 from wsgate.proxy.tunnel import Tunnel
 from wsgate.proxy.upstream import BodyMode, UpstreamClosed, UpstreamProtocol
 from wsgate.proxy.worker import Worker
@@ -62,7 +66,7 @@ from wsgate.vars.registry import ConnInfo, RequestVars
 
 __all__ = ["Downstream"]
 
-HEAD, BODY, WAIT, RESPONSE, TUNNEL, CLOSED = range(6)
+HEAD, BODY, WAIT, RESPONSE, TUNNEL, CLOSED, STATUS = range(7)
 
 # Bytes a client may send while its request is with a peer before reading pauses
 # (pipelined requests or early WebSocket frames); bounds memory per connection.
@@ -162,6 +166,7 @@ class Downstream(asyncio.Protocol):
         self.counted = False  # in stub_status's active connections
         self.stage = 0  # READING, WRITING or 0 (Waiting) for stub_status
         self.pipelined = False  # the next head was already buffered ($pipe)
+        self.status: tuple[StatusSocket, Request] | None = None  # state STATUS
 
     # -- connection lifecycle --------------------------------------------------------------
 
@@ -209,6 +214,11 @@ class Downstream(asyncio.Protocol):
         self.stage = stage
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self.status is not None:
+            status, request = self.status
+            self.status = None
+            status.stop()
+            self._finalize(request)
         self._uncount()
         prev = self.state
         self.state = CLOSED
@@ -236,6 +246,9 @@ class Downstream(asyncio.Protocol):
         connections (``ngx_close_idle_connections``).
         """
         requests = self.conn.requests if self.conn is not None else 0
+        if self.status is not None:
+            self.status[0].close()  # a status page is no request to wait for
+            return
         if self.state == HEAD and not self.buf and requests > 0 and self.transport is not None:
             self.transport.close()
             self.state = CLOSED
@@ -304,6 +317,8 @@ class Downstream(asyncio.Protocol):
             self._guarded(self._parse_heads)
         elif state == BODY:
             self._guarded(self._feed_body, data)
+        elif state == STATUS and self.status is not None:
+            self.status[0].feed(data)
         elif state in (WAIT, RESPONSE):
             self.buf += data
             if len(self.buf) > WAIT_BUFFER_LIMIT and not self.paused_reading:
@@ -583,6 +598,8 @@ class Downstream(asyncio.Protocol):
             elif loc is not None and loc.stub_status:
                 body = self.worker.stats.render()
                 self._simple_response(request, 200, body, content_type="text/plain")
+            elif loc is not None and loc.wsgate_status:
+                self._status(request, loc)
             elif loc is None or loc.proxy_pass is None:
                 self._respond_error(request, 404)
             else:
@@ -1343,7 +1360,46 @@ class Downstream(asyncio.Protocol):
         )
         peer.tunnels += 1
         worker.tunnels.add(tunnel)
+        worker.tunnels_opened += 1
         tunnel.start(client_early, upstream_early)
+
+    # -- the status page -------------------------------------------------------------------------
+
+    def _status(self, request: Request, loc: LocationConf) -> None:
+        """``wsgate_status``: the page for a plain request; a WebSocket upgrade is answered
+        here with a 101 and becomes a :class:`StatusSocket` (state ``STATUS``) until either
+        side closes; its access-log line is written then, with status 101."""
+        headers = handshake(request.head.method, request.head.headers)
+        if headers is None:
+            self._simple_response(
+                request, 200, status_page.PAGE, content_type="text/html; charset=utf-8"
+            )
+            return
+        assert self.transport is not None
+        head = build_response_head(
+            status=101,
+            reason=None,
+            headers=headers,
+            server=self._server_token(loc),
+            content_length=None,
+            chunked=False,
+            connection="upgrade",
+        )
+        self.transport.write(head)
+        request.rv.sent_head = head
+        request.rv.status = 101
+        request.rv.bytes_sent = len(head)
+        self.state = STATUS
+        self.task = None
+        self.request = None
+        early = bytes(self.buf)
+        self.buf.clear()
+        self._resume_reading()
+        status = StatusSocket(self.worker, self.transport)
+        self.status = (status, request)
+        status.start()
+        if early:
+            status.feed(early)
 
     # -- end of a request ----------------------------------------------------------------------
 

@@ -99,6 +99,7 @@ class Worker:
         self.counter = itertools.count(1)
         self.connections: set[Downstream] = set()
         self.tunnels: set[Tunnel] = set()
+        self.tunnels_opened = 0  # tunnels this worker opened (the status page's rate)
         self.servers: list[asyncio.Server] = []
         self.server_token = f"wsgate/{__version__}"
         self.closing = False

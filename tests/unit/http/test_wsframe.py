@@ -1,0 +1,95 @@
+"""The status page's server-side WebSocket framing, checked against the websockets library."""
+
+from __future__ import annotations
+
+import pytest
+from websockets.frames import Close, Frame, Opcode
+
+from wsgate.http.wsframe import (
+    CLOSE_GOING_AWAY,
+    CLOSE_NORMAL,
+    CLOSE_PROTOCOL_ERROR,
+    ClientFrames,
+    Closed,
+    close_frame,
+    text_frame,
+)
+
+
+def client(opcode: Opcode, payload: bytes = b"") -> bytes:
+    """A masked client frame, as a browser sends it (websockets' own serializer)."""
+    return Frame(opcode, payload).serialize(mask=True)
+
+
+def close_payload(code: int, reason: str = "") -> bytes:
+    return Close(code, reason).serialize()
+
+
+@pytest.mark.parametrize("size", [0, 1, 125, 126, 65535, 65536, 200_000])
+def test_text_frame_matches_websockets(size: int) -> None:
+    text = "é" * (size // 2) + "a" * (size % 2)
+    assert text_frame(text) == Frame(Opcode.TEXT, text.encode()).serialize(mask=False)
+
+
+@pytest.mark.parametrize("code", [CLOSE_NORMAL, CLOSE_GOING_AWAY, CLOSE_PROTOCOL_ERROR])
+def test_close_frame_matches_websockets(code: int) -> None:
+    expected = Frame(Opcode.CLOSE, close_payload(code)).serialize(mask=False)
+    assert close_frame(code) == expected
+
+
+def test_open_client_feeds_nothing_back() -> None:
+    frames = ClientFrames()
+    assert frames.feed(b"") is None
+    assert frames.feed(client(Opcode.PING, b"x")) is None
+    assert frames.feed(client(Opcode.TEXT, b"hello" * 1000)) is None
+
+
+def test_close_with_code_is_echoed() -> None:
+    frames = ClientFrames()
+    assert frames.feed(client(Opcode.CLOSE, close_payload(1001, "bye"))) == Closed(1001)
+
+
+def test_close_without_code_is_answered_1000() -> None:
+    assert ClientFrames().feed(client(Opcode.CLOSE)) == Closed(CLOSE_NORMAL)
+
+
+def test_close_after_other_frames_one_byte_at_a_time() -> None:
+    wire = (
+        client(Opcode.TEXT, b"a" * 300)  # 16-bit length
+        + client(Opcode.BINARY, b"b" * 70_000)  # 64-bit length
+        + client(Opcode.PONG)
+        + client(Opcode.CLOSE, close_payload(4000))
+    )
+    frames = ClientFrames()
+    results = [frames.feed(wire[i : i + 1]) for i in range(len(wire))]
+    assert results[:-1] == [None] * (len(wire) - 1)
+    assert results[-1] == Closed(4000)
+
+
+def test_many_frames_in_one_chunk() -> None:
+    wire = client(Opcode.PING) * 20_000 + client(Opcode.CLOSE, close_payload(1000))
+    assert ClientFrames().feed(wire) == Closed(1000)
+
+
+def test_large_payload_is_skipped_not_kept() -> None:
+    frames = ClientFrames()
+    wire = client(Opcode.BINARY, b"z" * 1_000_000)
+    assert frames.feed(wire[:1000]) is None
+    assert len(frames._buf) == 0  # only the header was ever looked at
+    assert frames.feed(wire[1000:]) is None
+    assert frames.feed(client(Opcode.CLOSE)) == Closed(CLOSE_NORMAL)
+
+
+@pytest.mark.parametrize(
+    ("wire", "error"),
+    [
+        (Frame(Opcode.TEXT, b"hi").serialize(mask=False), "unmasked client frame"),
+        (bytes([0xC1, 0x80]) + b"\0\0\0\0", "reserved bits set"),
+        # websockets refuses to build these two: written by hand (mask of zeros)
+        (bytes([0x89, 0x80 | 126, 0, 126]) + b"\0" * 4 + b"p" * 126, "bad control frame"),
+        (bytes([0x09, 0x81]) + b"\0" * 4 + b"p", "bad control frame"),
+        (client(Opcode.CLOSE, b"\x03"), "close frame with a one-byte payload"),
+    ],
+)
+def test_protocol_errors(wire: bytes, error: str) -> None:
+    assert ClientFrames().feed(wire) == Closed(CLOSE_PROTOCOL_ERROR, error)
