@@ -149,6 +149,7 @@ BUILTIN_VARIABLES = frozenset(
         "https",
         "request_id",
         "tunnel_time",
+        "bytes_received",
     }
 )
 PREFIX_VARIABLES = ("http_", "arg_", "cookie_", "sent_http_", "upstream_http_", "sent_trailer_")

@@ -154,6 +154,7 @@ class LocationConf:
     proxy_ssl_protocols: tuple[str, ...] = ("TLSv1.2", "TLSv1.3")
     proxy_ssl_ciphers: str = "DEFAULT"
     stub_status: bool = False  # answer with the connection counters (stub_status)
+    wsgate_metrics: bool = False  # answer with the Prometheus metrics (wsgate_metrics)
     wsgate_status: bool = False  # answer with the live status page and its WebSocket
     # limit_conn: zones are defined at http level and seen by every location
     limit_conn_zone: tuple[tuple[str, ComplexValue], ...] = ()  # (zone name, key)

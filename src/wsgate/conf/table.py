@@ -777,6 +777,11 @@ def wsgate_status(p: Parser, ctx: Ctx, d: Stmt) -> None:
     _once(ctx, d, True)
 
 
+def wsgate_metrics(p: Parser, ctx: Ctx, d: Stmt) -> None:
+    # wsgate's own: "wsgate_metrics;" answers with the Prometheus metrics (proxy/metrics.py)
+    _once(ctx, d, True)
+
+
 def limit_conn_zone(p: Parser, ctx: Ctx, d: Stmt) -> None:
     # ngx_http_limit_conn_zone: "limit_conn_zone KEY zone=NAME:SIZE;"
     key = _variables(ctx, d, d.args[0].text)
@@ -1063,6 +1068,8 @@ DIRECTIVES: dict[str, list[Directive]] = _rows(
     Directive("return", F({SERVER, LOCATION}), 1, 2, return_),
     Directive("stub_status", F({SERVER, LOCATION}), 0, 1, stub_status,
         note="numbers summed over all workers"),
+    Directive("wsgate_metrics", F({LOCATION}), 0, 0, wsgate_metrics,
+        note="wsgate's own: Prometheus metrics of all workers (docs/observability.md)"),
     Directive("wsgate_status", F({LOCATION}), 0, 0, wsgate_status,
         note="wsgate's own: a live HTML status page, updated over a WebSocket"),
     Directive("limit_conn_zone", F({HTTP}), 2, 2, limit_conn_zone,

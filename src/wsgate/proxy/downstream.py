@@ -48,6 +48,7 @@ from wsgate.http.status import REASONS, error_page
 from wsgate.http.upgrade import Upgrade, check_upgrade_response, classify_upgrade
 from wsgate.http.upstream_request import build_request_head, escape_uri, valid_header_name
 from wsgate.log.error_log import ErrorContext
+from wsgate.proxy.metrics import CONTENT_TYPE
 from wsgate.proxy.stats import ACTIVE, READING, REQUESTS, WRITING
 from wsgate.proxy.status import StatusSocket, handshake
 from wsgate.proxy.tunnel import Tunnel
@@ -598,6 +599,10 @@ class Downstream(asyncio.Protocol):
             elif loc is not None and loc.stub_status:
                 body = self.worker.stats.render()
                 self._simple_response(request, 200, body, content_type="text/plain")
+            elif loc is not None and loc.wsgate_metrics:
+                metrics = self.worker.metrics
+                metrics.update_peers(self.worker.metric_groups.values(), self.loop.time())
+                self._simple_response(request, 200, metrics.render(), content_type=CONTENT_TYPE)
             elif loc is not None and loc.wsgate_status:
                 self._status(request, loc)
             elif loc is None or loc.proxy_pass is None:
@@ -830,6 +835,7 @@ class Downstream(asyncio.Protocol):
         rv.bytes_sent = len(sent_head) + body_size
         rv.body_bytes_sent = body_size
         rv.end_time = time.time()
+        self.worker.metrics.on_request(status)
         self.worker.access_logs.write(server.defaults.access_log, rv)
 
     def _log_client(self, level: str, message: str, action: str) -> None:
@@ -906,6 +912,8 @@ class Downstream(asyncio.Protocol):
                 rv.upstream_addr.append(balancer_name(worker, pp.upstream))
                 rv.upstream_status.append("502")
                 rv.upstream_response_time.append(0.0)
+                rv.upstream_bytes_sent.append(0)
+                rv.upstream_bytes_received.append(0)
                 request.ctx.upstream = f"{pp.scheme}://{balancer_name(worker, pp.upstream)}{uri}"
                 worker.error_log.log(
                     "error", "no live upstreams", request.ctx, "connecting to upstream"
@@ -954,10 +962,14 @@ class Downstream(asyncio.Protocol):
         sent = False
         if not self.worker.connection_available():
             # ngx_http_upstream_connect: no free connection is an internal error (500).
-            self._release(request, peer, pick, t0, "-", Outcome.NEXT)
+            self._release(request, peer, pick, t0, "-", Outcome.NEXT, None)
             self._respond_error(request, 500)
             return None
         self.worker.upstream_attempts += 1
+        assert loc.proxy_pass is not None
+        self.worker.metrics.on_attempt(
+            self.worker.metric_groups[loc.proxy_pass.upstream][0], peer.conf.name
+        )
         next(self.worker.counter)  # nginx numbers upstream connections too ($connection)
         try:
             try:
@@ -969,6 +981,7 @@ class Downstream(asyncio.Protocol):
             _nodelay(proto.transport)
             self.upstream = proto
             proto.transport.write(req_bytes)
+            proto.sent = len(req_bytes)
             sent = True
             try:
                 async with asyncio.timeout(loc.proxy_read_timeout or None):
@@ -985,7 +998,7 @@ class Downstream(asyncio.Protocol):
                 outcome = Outcome.NEXT if resp.status in (403, 404) else Outcome.FAILED
                 # The round-robin free warns here too, as after any counted failure
                 # (ngx_http_upstream_next -> ngx_http_upstream_free_round_robin_peer).
-                if self._release(request, peer, pick, t0, str(resp.status), outcome):
+                if self._release(request, peer, pick, t0, str(resp.status), outcome, proto):
                     self.worker.error_log.log(
                         "warn", "upstream server temporarily disabled", request.ctx, _READING_HEADER
                     )
@@ -1070,7 +1083,7 @@ class Downstream(asyncio.Protocol):
         if proto is not None and proto.transport is not None:
             proto.transport.abort()
         log = self.worker.error_log
-        disabled = self._release(request, peer, pick, t0, str(status), Outcome.FAILED)
+        disabled = self._release(request, peer, pick, t0, str(status), Outcome.FAILED, proto)
         if failure is NextUpstream.TIMEOUT:
             if disabled:
                 log.log("warn", "upstream server temporarily disabled", request.ctx, action)
@@ -1089,11 +1102,33 @@ class Downstream(asyncio.Protocol):
         t0: float,
         status: str,
         outcome: Outcome,
+        proto: UpstreamProtocol | None,
     ) -> bool:
+        """An attempt on ``peer`` is over (not a tunnel's: see ``_open_tunnel``): record it
+        for the access log and the metrics, and give the peer back to the balancer. Returns
+        True when this failure disabled the peer (the caller logs nginx's warning)."""
         rv = request.rv
+        now = self.loop.time()
         rv.upstream_status.append(status)
-        rv.upstream_response_time.append(self.loop.time() - t0)
-        return pick.free(peer, outcome, self.loop.time())
+        rv.upstream_response_time.append(now - t0)
+        rv.upstream_bytes_sent.append(proto.sent if proto is not None else 0)
+        rv.upstream_bytes_received.append(proto.received if proto is not None else 0)
+        disabled = pick.free(peer, outcome, now)
+        self._peer_metrics(request, peer, outcome, now)
+        return disabled
+
+    def _peer_metrics(
+        self, request: Request, peer: PeerState, outcome: Outcome, now: float
+    ) -> None:
+        """Count a failure of ``peer`` and refresh its group's ``wsgate_upstream_peer_up``
+        (after ``pick.free``, which may have disabled it)."""
+        loc = request.found.location
+        assert loc is not None and loc.proxy_pass is not None
+        worker = self.worker
+        group = worker.metric_groups[loc.proxy_pass.upstream]
+        if outcome is Outcome.FAILED:
+            worker.metrics.on_failure(group[0], peer.conf.name)
+        worker.metrics.update_peers((group,), now)
 
     # -- relaying a response -----------------------------------------------------------------
 
@@ -1154,7 +1189,7 @@ class Downstream(asyncio.Protocol):
         ok = await self._wait_body(request, loc, proto)
         rv.bytes_sent = len(head_bytes) + proto.body_bytes
         rv.body_bytes_sent = proto.body_bytes
-        self._release(request, peer, pick, t0, str(status), Outcome.SUCCESS)
+        self._release(request, peer, pick, t0, str(status), Outcome.SUCCESS, proto)
         if not ok:
             request.keep_alive = False
         self._finish_request(request)
@@ -1312,6 +1347,9 @@ class Downstream(asyncio.Protocol):
         proto.buf.clear()
         worker = self.worker
         header_size = len(head_bytes)
+        # The peer's 101 head (and any interim answer); its later bytes are the tunnel's.
+        upstream_head = proto.received - len(upstream_early)
+        request_sent = proto.sent
 
         def closed(
             tunnel: Tunnel, why: str, exc: BaseException | None, timed_out: str | None
@@ -1332,11 +1370,19 @@ class Downstream(asyncio.Protocol):
                     request.ctx,
                     "proxying upgraded connection",
                 )
-            rv.body_bytes_sent = tunnel.upstream.nbytes
-            rv.bytes_sent = header_size + tunnel.upstream.nbytes
+            now = self.loop.time()
+            from_client, from_upstream = tunnel.client.nbytes, tunnel.upstream.nbytes
+            rv.body_bytes_sent = from_upstream
+            rv.bytes_sent = header_size + from_upstream
             rv.upstream_status.append("101")
-            rv.upstream_response_time.append(self.loop.time() - t0)
-            pick.free(peer, Outcome.SUCCESS, self.loop.time())
+            rv.upstream_response_time.append(now - t0)
+            rv.upstream_bytes_sent.append(request_sent + from_client)
+            rv.upstream_bytes_received.append(upstream_head + from_upstream)
+            rv.tunnel_time = now - tunnel.started
+            rv.tunnel_received = from_client
+            worker.metrics.on_tunnel_closed(rv.tunnel_time, from_client, from_upstream)
+            pick.free(peer, Outcome.SUCCESS, now)
+            self._peer_metrics(request, peer, Outcome.SUCCESS, now)
             peer.tunnels -= 1
             self._finalize(request)
             self.state = CLOSED
@@ -1360,6 +1406,7 @@ class Downstream(asyncio.Protocol):
         )
         peer.tunnels += 1
         worker.tunnels.add(tunnel)
+        worker.metrics.on_tunnel_open(tunnel.started - t0)
         worker.tunnels_opened += 1
         tunnel.start(client_early, upstream_early)
 
@@ -1416,6 +1463,7 @@ class Downstream(asyncio.Protocol):
         rv.bytes_sent += request.continue_sent
         rv.body_bytes_sent += request.continue_sent
         loc = request.found.location or request.server.defaults
+        self.worker.metrics.on_request(rv.status)
         self.worker.access_logs.write(loc.access_log, rv)
 
     def _finish_request(self, request: Request) -> None:

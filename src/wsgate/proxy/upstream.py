@@ -54,6 +54,8 @@ class UpstreamProtocol(asyncio.Protocol):
         self.decoder: ChunkedDecoder | None = None
         self.rechunk = False
         self.body_bytes = 0  # body bytes written to the client (after framing)
+        self.sent = 0  # request bytes written to the peer ($upstream_bytes_sent)
+        self.received = 0  # bytes read from the peer, head included ($upstream_bytes_received)
         self.last_read = loop.time()
         self.eof = False
 
@@ -65,6 +67,7 @@ class UpstreamProtocol(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.last_read = self.loop.time()
+        self.received += len(data)
         if self.client is not None:
             self._relay(data)
             return

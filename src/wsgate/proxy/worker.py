@@ -19,6 +19,7 @@ from wsgate.balancer.base import Balancer
 from wsgate.conf.model import ListenConf, MainConf
 from wsgate.log.access_log import AccessLogs
 from wsgate.log.error_log import ErrorLog
+from wsgate.proxy.metrics import Metrics
 from wsgate.proxy.stats import Stats
 from wsgate.routing import Router
 from wsgate.tls import server_contexts, upstream_context
@@ -94,6 +95,13 @@ class Worker:
         self.balancers: dict[str, Balancer] = {
             key: for_upstream(u) for key, u in conf.http.upstreams.items()
         }
+        # wsgate_metrics: this worker's Prometheus metrics (files shared by all workers
+        # when the master enabled multiprocess mode).
+        self.metrics = Metrics(self.stats)
+        self.metric_groups = {
+            key: (conf.http.upstreams[key].name, b) for key, b in self.balancers.items()
+        }
+        self.metrics.update_peers(self.metric_groups.values(), self.loop.time())
         self.error_log = ErrorLog(conf.error_log, conf.prefix)
         self.access_logs = AccessLogs(conf.prefix)
         self.counter = itertools.count(1)

@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from wsgate.conf.model import ListenConf, MainConf
 from wsgate.errors import ConfigError
 from wsgate.log.error_log import ErrorLog
+from wsgate.proxy import metrics
 from wsgate.proxy.stats import Stats, StatsTable
 from wsgate.proxy.worker import bind_listen_socket
 from wsgate.routing import Router
@@ -120,6 +121,8 @@ class Master:
         # stub_status counters shared with every worker (mapped before any fork).
         self.stats_table = StatsTable(STATS_SLOTS)
         self.free_slots = list(range(STATS_SLOTS - 1, -1, -1))
+        # wsgate_metrics: the workers' metric files, in a directory made by run().
+        self.metrics_dir: str | None = None
 
     # -- start and stop ------------------------------------------------------------------
 
@@ -136,6 +139,8 @@ class Master:
                 self.log.log("emerg", f"bind() failed ({exc.errno}: {exc.strerror})")
                 return 1
             self._write_pid()
+            self.metrics_dir = metrics.enable_multiprocess()
+            self.reloads = metrics.reloads_counter(None)
             self._spawn_generation()
             while self.workers or not self.stopping:
                 info = signal.sigtimedwait(SIGNALS, 1.0)
@@ -151,6 +156,9 @@ class Master:
             os.close(self._alive_w)
             os.close(self._alive_r)
             signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+            if self.metrics_dir is not None:
+                metrics.disable_multiprocess(self.metrics_dir)
+                self.metrics_dir = None
 
     def _write_pid(self) -> None:
         path = pid_path(self.conf)
@@ -238,6 +246,7 @@ class Master:
             w = self.workers.pop(pid, None)
             if w is None:
                 continue
+            metrics.mark_dead(pid)  # its gauges go; its counters stay in the sums
             if w.slot is not None:
                 self.stats_table.zero_gauges(w.slot)
                 self.free_slots.append(w.slot)
@@ -286,6 +295,7 @@ class Master:
         self.log.close()
         self.log = ErrorLog(conf.error_log, conf.prefix)
         self._spawn_generation()
+        self.reloads.inc()
         for w in self.workers.values():
             if w.generation < self.generation:
                 w.exiting = True

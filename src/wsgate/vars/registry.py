@@ -94,7 +94,11 @@ class RequestVars:
         "server",
         "start",
         "status",
+        "tunnel_received",
+        "tunnel_time",
         "upstream_addr",
+        "upstream_bytes_received",
+        "upstream_bytes_sent",
         "upstream_headers",
         "upstream_response_time",
         "upstream_status",
@@ -139,6 +143,12 @@ class RequestVars:
         self.upstream_addr: list[str] = []
         self.upstream_status: list[str] = []
         self.upstream_response_time: list[float] = []
+        # One number per attempt, like upstream_status: bytes written to and read from
+        # the peer (for a tunnel, its relayed bytes too).
+        self.upstream_bytes_sent: list[int] = []
+        self.upstream_bytes_received: list[int] = []
+        self.tunnel_time: float | None = None  # seconds the tunnel was open; None: no tunnel
+        self.tunnel_received = 0  # bytes the client sent through the tunnel
         self._cache: dict[str, str | None] = {}
 
     # -- evaluation ----------------------------------------------------------------------
@@ -437,7 +447,12 @@ _GETTERS: dict[str, Callable[[RequestVars], str | None]] = {
     "hostname": lambda rv: _HOSTNAME,
     "pid": lambda rv: str(os.getpid()),
     "nginx_version": lambda rv: __version__,
-    "tunnel_time": lambda rv: None,
+    "upstream_bytes_sent": lambda rv: _joined([str(n) for n in rv.upstream_bytes_sent]),
+    "upstream_bytes_received": lambda rv: _joined([str(n) for n in rv.upstream_bytes_received]),
+    # wsgate's own (nginx 1.22 has no $bytes_received in http): request head and body,
+    # plus what the client sent through a tunnel.
+    "bytes_received": lambda rv: str(rv.request_length + rv.tunnel_received),
+    "tunnel_time": lambda rv: None if rv.tunnel_time is None else f"{rv.tunnel_time:.3f}",
 }
 
 
