@@ -42,7 +42,10 @@ http {{
     }}
     server {{
         listen 127.0.0.1:{port};
-        location = /metrics {{ wsgate_metrics; }}
+        location /metrics {{
+            wsgate_metrics;
+            location /metrics/inner {{ return 204; }}  # a content handler is not inherited
+        }}
         location / {{
             proxy_pass http://backend;
             proxy_http_version 1.1;
@@ -82,6 +85,12 @@ async def test_scrape_after_requests_a_failed_peer_and_a_tunnel(tmp_path: Path) 
     async with RecordingBackend("live") as live:
         async with proxy_in_process(conf(port, dead, live.port), tmp_path) as worker:
             replies = [await get(port, f"/r{i}") for i in range(3)]
+            assert (await get(port, "/metrics/inner")).status == 204
+            # A head nginx refuses (HTTP/1.1 without Host) is logged and counted too.
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"GET / HTTP/1.1\r\n\r\n")
+            assert (await reader.read(-1)).startswith(b"HTTP/1.1 400 ")
+            writer.close()
             tunnel = await open_tunnel(port, "/ws")
             assert tunnel.reply.status == 101
             message = b"x" * 1000
@@ -98,9 +107,9 @@ async def test_scrape_after_requests_a_failed_peer_and_a_tunnel(tmp_path: Path) 
     down = (("peer", f"127.0.0.1:{dead}"), ("upstream", "backend"))
     assert {k[1][0][1]: v for k, v in got.items() if k[0] == "wsgate_requests_total"} == {
         "1xx": 1.0,
-        "2xx": 3.0,
+        "2xx": 4.0,  # 204 included
         "3xx": 0.0,
-        "4xx": 0.0,
+        "4xx": 1.0,
         "5xx": 0.0,
     }
     assert got[("wsgate_connections_active", ())] == 1.0  # the scrape itself
@@ -123,8 +132,8 @@ async def test_scrape_after_requests_a_failed_peer_and_a_tunnel(tmp_path: Path) 
     assert got[("wsgate_reloads_total", ())] == 0.0
 
     lines = [ln.split("|") for ln in (tmp_path / "logs/access.log").read_text().splitlines()]
-    assert len(lines) == 5  # 3 requests, the tunnel, the scrape
-    first, _, _, ws, metrics = lines
+    assert len(lines) == 7  # 3 requests, the 204, the 400, the tunnel, the scrape
+    first, _, _, _, _, ws, metrics = lines
     # A plain request: the refused attempt sent and read nothing; the live peer got the
     # head and answered with a head and that head as the body.
     addrs, sent, received, bytes_received, length, conn_requests, tunnel_time, status = first

@@ -310,6 +310,7 @@ def _freeze_location(
             "access_log",
             "proxy_redirect",
             "wsgate_status",
+            "wsgate_metrics",
         ):
             continue
         if name in _LOCATION_FIELDS:
@@ -355,6 +356,7 @@ def _freeze_location(
         kw["return_"] = ret
     # Like a content handler in nginx, the status page belongs to its own location only.
     kw["wsgate_status"] = bool(loc.values.get("wsgate_status"))
+    kw["wsgate_metrics"] = bool(loc.values.get("wsgate_metrics"))
     nested = tuple(_freeze_location(child, [*chain, child.values], hb) for child in loc.locations)
     return LocationConf(
         name=loc.name,
