@@ -15,6 +15,7 @@ from wsgate.cat import client
 from wsgate.cat.display import BinaryDisplay
 from wsgate.cat.options import DEFAULT_MAX_REDIRECTS, DEFAULT_RECONNECT, ERROR_EXIT
 from wsgate.cat.terminal import DEFAULT, YELLOW
+from wsgate.cli.args import port
 
 __all__ = ["add_arguments", "run"]
 
@@ -44,16 +45,6 @@ def _positive_seconds(text: str) -> float:
     return value
 
 
-def _port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid port: {text!r}") from None
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"port out of range: {value}")
-    return value
-
-
 def _max_redirects(text: str) -> float:
     """JavaScript's ``parseInt`` (what wscat applies): a leading integer, else no limit.
 
@@ -68,7 +59,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.set_defaults(cat_help=parser.format_help)
     mode = parser.add_argument_group("mode (one of)")
     mode.add_argument("-c", "--connect", metavar="URL", help="connect to a WebSocket server")
-    mode.add_argument("-l", "--listen", type=_port, metavar="PORT", help="listen on port")
+    mode.add_argument("-l", "--listen", type=port, metavar="PORT", help="listen on port")
 
     wscat = parser.add_argument_group("wscat options")
     wscat.add_argument(

@@ -4,19 +4,10 @@ from __future__ import annotations
 
 import argparse
 
+from wsgate.cli.args import port
 from wsgate.echo import server
 
 __all__ = ["add_arguments", "run"]
-
-
-def _port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid port: {text!r}") from None
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"port out of range: {value}")
-    return value
 
 
 def _size(text: str) -> int:
@@ -40,7 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--port",
         action="append",
-        type=_port,
+        type=port,
         metavar="N",
         help=f"TCP port; repeat to serve several ports (default: {server.ARTICLE_PORT})",
     )
