@@ -1308,6 +1308,30 @@ class Downstream(asyncio.Protocol):
 
     # -- the tunnel ----------------------------------------------------------------------------
 
+    def _switch_protocols(
+        self,
+        request: Request,
+        loc: LocationConf,
+        reason: str | None,
+        headers: list[tuple[str, str]],
+    ) -> bytes:
+        """Write a 101 head to the client (a tunnel, or the status page's own socket) and
+        record it for the access log; return the head's bytes."""
+        assert self.transport is not None
+        head = build_response_head(
+            status=101,
+            reason=reason,
+            headers=headers,
+            server=self._server_token(loc),
+            content_length=None,
+            chunked=False,
+            connection="upgrade",
+        )
+        self.transport.write(head)
+        request.rv.sent_head = head
+        request.rv.status = 101
+        return head
+
     def _open_tunnel(
         self,
         request: Request,
@@ -1321,19 +1345,8 @@ class Downstream(asyncio.Protocol):
         t0: float,
     ) -> None:
         assert self.transport is not None and proto.transport is not None
-        head_bytes = build_response_head(
-            status=101,
-            reason=reason,
-            headers=headers,
-            server=self._server_token(loc),
-            content_length=None,
-            chunked=False,
-            connection="upgrade",
-        )
-        self.transport.write(head_bytes)
-        request.rv.sent_head = head_bytes
+        head_bytes = self._switch_protocols(request, loc, reason, headers)
         request.rv.upstream_headers = headers
-        request.rv.status = 101
         self.state = TUNNEL
         self.upstream = None
         # The request coroutine ends once the tunnel runs: drop it (and the frame, the
@@ -1423,18 +1436,7 @@ class Downstream(asyncio.Protocol):
             )
             return
         assert self.transport is not None
-        head = build_response_head(
-            status=101,
-            reason=None,
-            headers=headers,
-            server=self._server_token(loc),
-            content_length=None,
-            chunked=False,
-            connection="upgrade",
-        )
-        self.transport.write(head)
-        request.rv.sent_head = head
-        request.rv.status = 101
+        head = self._switch_protocols(request, loc, None, headers)
         request.rv.bytes_sent = len(head)
         self.state = STATUS
         self.task = None
