@@ -17,7 +17,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import pytest
 from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
 
 from tests.support.ports import free_ports
 from tests.support.procs import running, wsgate_cmd
@@ -42,6 +44,7 @@ http {{
       proxy_set_header Upgrade $http_upgrade;
       proxy_set_header Connection $connection_upgrade;
       proxy_read_timeout 300s;
+      {extra_location}
     }}
     location = /health {{ return 200 "{tag}"; }}
   }}
@@ -57,6 +60,7 @@ def write_conf(
     tag: str = "v1",
     workers: int = 2,
     extra_main: str = "",
+    extra_location: str = "",
 ) -> None:
     servers = "\n".join(f"    server 127.0.0.1:{p};" for p in backends)
     path.write_text(
@@ -66,6 +70,7 @@ def write_conf(
             port=port,
             tag=tag,
             extra_main=extra_main,
+            extra_location=extra_location,
         )
     )
 
@@ -359,3 +364,44 @@ def test_worker_rlimit_nofile_applies_to_workers(tmp_path: Path) -> None:
         limits = Path(f"/proc/{worker}/limits").read_text()
         line = next(ln for ln in limits.splitlines() if ln.startswith("Max open files"))
         assert line.split()[3:5] == ["4321", "4321"]
+
+
+async def test_websocket_drain_closes_with_1012_on_reload_and_1001_on_quit(
+    tmp_path: Path,
+) -> None:
+    port, a = free_ports(2)
+    write_conf(
+        tmp_path / "wsgate.conf",
+        port,
+        [a],
+        workers=1,
+        extra_main="worker_shutdown_timeout 1s;",
+        extra_location="websocket_drain on;",
+    )
+    loop = asyncio.get_running_loop()
+    with echo_servers([a]), proxy(tmp_path, port) as master:
+        async with connect(f"ws://127.0.0.1:{port}/old") as old:
+            await old.send("x")
+            assert await old.recv() == "x"
+            await loop.run_in_executor(None, reload_and_wait, tmp_path, master, 1)
+            # The retired worker keeps its tunnel until worker_shutdown_timeout...
+            await old.send("still")
+            assert await old.recv() == "still"
+            # ...then closes it with Close 1012 (service restart), not a reset.
+            with pytest.raises(ConnectionClosed) as info:
+                await asyncio.wait_for(old.recv(), 20)
+            assert info.value.rcvd is not None and info.value.rcvd.code == 1012
+        async with connect(f"ws://127.0.0.1:{port}/new") as new:
+            await new.send("y")
+            assert await new.recv() == "y"
+            os.kill(master, signal.SIGQUIT)
+            # QUIT: Close 1001 (going away) at once.
+            with pytest.raises(ConnectionClosed) as info:
+                await asyncio.wait_for(new.recv(), 20)
+            assert info.value.rcvd is not None and info.value.rcvd.code == 1001
+        await loop.run_in_executor(
+            None,
+            lambda: wait_until(
+                lambda: not (tmp_path / "logs" / "wsgate.pid").exists(), what="master exit"
+            ),
+        )

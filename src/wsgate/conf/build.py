@@ -150,6 +150,9 @@ BUILTIN_VARIABLES = frozenset(
         "request_id",
         "tunnel_time",
         "bytes_received",
+        "ws_messages_in",
+        "ws_messages_out",
+        "ws_close_code",
     }
 )
 PREFIX_VARIABLES = ("http_", "arg_", "cookie_", "sent_http_", "upstream_http_", "sent_trailer_")
@@ -331,6 +334,7 @@ def _freeze_location(
             AccessLogConf("/dev/stdout", LogFormat("combined", "default", compile_value(COMBINED))),
         )
     kw["proxy_redirect"] = _proxy_redirect(chain)
+    kw["ws_frames"] = _ws_frames(kw)
     if loc is None:
         # A server-level "return" runs before any location is searched (server rewrite
         # phase); it is not inherited by locations.
@@ -366,6 +370,21 @@ def _freeze_location(
         file=loc.file,
         line=loc.line,
         **kw,
+    )
+
+
+def _ws_frames(kw: dict[str, Any]) -> bool:
+    """Whether a tunnel of this location must track frames (proxy/wstunnel.py): one of the
+    websocket_* features is on, or an access log prints a ``$ws_*`` variable."""
+    if (
+        kw.get("websocket_ping_interval")
+        or kw.get("websocket_max_message_size")
+        or kw.get("websocket_max_frame_size")
+        or kw.get("websocket_drain") is not None
+    ):
+        return True
+    return any(
+        name.startswith("ws_") for log in kw["access_log"] for name in log.format.template.variables
     )
 
 

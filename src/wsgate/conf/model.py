@@ -28,6 +28,7 @@ __all__ = [
     "RedirectRule",
     "ServerConf",
     "UpstreamConf",
+    "WebSocketDrain",
 ]
 
 
@@ -122,6 +123,17 @@ class AccessLogConf:
 
 
 @dataclass(frozen=True, slots=True)
+class WebSocketDrain:
+    """``websocket_drain on [quit=CODE] [reload=CODE] [retry_after=TIME]``: how a draining
+    worker ends its tunnels (Close frames with these codes) and answers new upgrades
+    (503 with ``Retry-After: retry_after``)."""
+
+    quit: int = 1001  # on QUIT: Close "going away" at once
+    reload: int = 1012  # on reload, when worker_shutdown_timeout expires: "service restart"
+    retry_after: int = 5  # seconds
+
+
+@dataclass(frozen=True, slots=True)
 class LocationConf:
     """A ``location`` (or the server-level defaults when ``name`` is empty).
 
@@ -147,6 +159,14 @@ class LocationConf:
     proxy_next_upstream_tries: int = 0
     proxy_next_upstream_timeout: float = 0.0
     proxy_upgrade_protocols: tuple[str, ...] = ("websocket",)  # wsgate; "any" = nginx
+    # wsgate's frame-aware tunnel (docs/websocket.md); any of these turns it on (ws_frames)
+    websocket_ping_interval: float = 0.0  # 0: wsgate sends no Pings
+    websocket_ping_timeout: float = 20.0
+    websocket_ping_upstream: bool = False  # ping the backend too
+    websocket_max_message_size: int = 0  # 0: no limit
+    websocket_max_frame_size: int = 0
+    websocket_drain: WebSocketDrain | None = None  # None: "websocket_drain off"
+    ws_frames: bool = False  # derived: the tunnel must track frames (a feature or $ws_*)
     proxy_ssl_verify: bool = False
     proxy_ssl_trusted_certificate: str | None = None
     proxy_ssl_server_name: bool = False

@@ -24,7 +24,7 @@ from wsgate.conf.builders import (
     UpstreamBuilder,
 )
 from wsgate.conf.lexer import End
-from wsgate.conf.model import ListenConf, NextUpstream, PeerConf, RedirectRule
+from wsgate.conf.model import ListenConf, NextUpstream, PeerConf, RedirectRule, WebSocketDrain
 from wsgate.conf.parser import Parser, Stmt
 from wsgate.conf.units import parse_offset, parse_size, parse_time
 from wsgate.errors import ConfigError
@@ -815,6 +815,47 @@ def limit_conn(p: Parser, ctx: Ctx, d: Stmt) -> None:
     ctx.values["limit_conn"] = (*limits, (name, int(number)))
 
 
+# RFC 6455 §7.4: the codes an endpoint may send in a Close frame (1004-1006 and 1015 are
+# reserved; 1012-1014 are registered with IANA; 3000-4999 are for libraries and apps).
+def _sendable_close_code(text: str) -> int | None:
+    if not text.isascii() or not text.isdigit():
+        return None
+    code = int(text)
+    if 1000 <= code <= 1003 or 1007 <= code <= 1014 or 3000 <= code <= 4999:
+        return code
+    return None
+
+
+def websocket_drain(p: Parser, ctx: Ctx, d: Stmt) -> None:
+    # wsgate's own: "websocket_drain off | on [quit=CODE] [reload=CODE] [retry_after=TIME]"
+    flag = d.args[0].text.lower()
+    if flag not in ("on", "off"):
+        raise d.error(
+            f'invalid value "{d.args[0].text}" in "{d.name}" directive, it must be "on" or "off"'
+        )
+    if flag == "off":
+        if len(d.args) > 1:
+            raise d.error(f'invalid parameter "{d.args[1].text}"')
+        _once(ctx, d, None)
+        return
+    values: dict[str, int] = {}
+    for w in d.args[1:]:
+        key, sep, value = w.text.partition("=")
+        if not sep or key not in ("quit", "reload", "retry_after") or key in values:
+            raise d.error(f'invalid parameter "{w.text}"')
+        if key == "retry_after":
+            t = parse_time(value, seconds=True)
+            if t is None:
+                raise d.error(f'invalid retry_after "{value}"')
+            values[key] = int(t)
+        else:
+            code = _sendable_close_code(value)
+            if code is None:
+                raise d.error(f'invalid close code "{value}"')
+            values[key] = code
+    _once(ctx, d, WebSocketDrain(**values))
+
+
 def limit_conn_status(p: Parser, ctx: Ctx, d: Stmt) -> None:
     v = d.args[0].text
     if not v.isdigit() or not 400 <= int(v) <= 599:
@@ -1053,6 +1094,21 @@ DIRECTIVES: dict[str, list[Directive]] = _rows(
         note="wsgate only: Upgrade tokens forwarded; a WebSocket 101 must carry the right "
         "Sec-WebSocket-Accept; `any` = nginx's behaviour"),
     Directive("proxy_next_upstream_timeout", LOC_LEVELS, 1, 1, set_msec, default="0"),
+    Directive("websocket_ping_interval", LOC_LEVELS, 1, 1, set_msec, default="0",
+        note="wsgate only: Ping the client when it has sent nothing for this long; 0: off "
+        "(docs/websocket.md)"),
+    Directive("websocket_ping_timeout", LOC_LEVELS, 1, 1, set_msec, default="20s",
+        note="wsgate only: a pinged side that sends nothing for this long is dead"),
+    Directive("websocket_ping_upstream", LOC_LEVELS, 1, 1, set_flag, default="off",
+        note="wsgate only: Ping the backend too"),
+    Directive("websocket_max_message_size", LOC_LEVELS, 1, 1, set_size, default="0",
+        note="wsgate only: a bigger message closes its sender with 1009; 0: no limit"),
+    Directive("websocket_max_frame_size", LOC_LEVELS, 1, 1, set_size, default="0",
+        note="wsgate only: a bigger frame closes its sender with 1009; 0: no limit"),
+    Directive("websocket_drain", LOC_LEVELS, 1, 4, websocket_drain,
+        default="off",
+        note="wsgate only: `on [quit=1001] [reload=1012] [retry_after=5s]`: a draining "
+        "worker ends tunnels with Close frames, answers upgrades 503"),
     Directive("send_timeout", LOC_LEVELS, 1, 1, set_msec, default="60s"),
     Directive("keepalive_timeout", LOC_LEVELS, 1, 2, keepalive_timeout, default="75s"),
     Directive("keepalive_requests", LOC_LEVELS, 1, 1, set_num, default="1000"),

@@ -54,6 +54,7 @@ from wsgate.proxy.status import StatusSocket, handshake
 from wsgate.proxy.tunnel import Tunnel
 from wsgate.proxy.upstream import BodyMode, UpstreamClosed, UpstreamProtocol
 from wsgate.proxy.worker import Worker
+from wsgate.proxy.wstunnel import FrameTunnel
 from wsgate.routing import (
     Found,
     Match,
@@ -607,6 +608,14 @@ class Downstream(asyncio.Protocol):
                 self._status(request, loc)
             elif loc is None or loc.proxy_pass is None:
                 self._respond_error(request, 404)
+            elif (
+                loc.websocket_drain is not None
+                and self.worker.closing
+                and request.upgrade_kind in _TUNNEL_KINDS
+            ):
+                # websocket_drain: no new tunnel on a worker that is going away.
+                retry = str(loc.websocket_drain.retry_after)
+                self._respond_error(request, 503, headers=(("Retry-After", retry),))
             else:
                 await self._proxy(request, loc)
         except asyncio.CancelledError:
@@ -648,20 +657,22 @@ class Downstream(asyncio.Protocol):
         content_type: str | None = "text/html",
         location: str | None = None,
         keep_alive: bool = True,
+        headers: tuple[tuple[str, str], ...] = (),
     ) -> None:
         loc = request.found.location or request.server.defaults
         keep = keep_alive and request.keep_alive and not self.worker.closing
-        headers = [("Content-Type", content_type)] if content_type is not None else []
+        head_lines = [("Content-Type", content_type)] if content_type is not None else []
+        head_lines.extend(headers)
         special_location = None
         if location is not None:
             special_location = self._absolute(request, loc, location)
             if special_location is None:
-                headers.append(("Location", location))
-        headers.extend(self._added_headers(request, loc, status))
+                head_lines.append(("Location", location))
+        head_lines.extend(self._added_headers(request, loc, status))
         head = build_response_head(
             status=status,
             reason=None,
-            headers=headers,
+            headers=head_lines,
             server=self._server_token(loc),
             # ngx_http_header_filter: a 204 has neither a length nor a type.
             content_length=None if status == 204 else len(body),
@@ -696,14 +707,20 @@ class Downstream(asyncio.Protocol):
                     out.append((name, text))
         return out
 
-    def _respond_error(self, request: Request, status: int, keep_alive: bool = True) -> None:
+    def _respond_error(
+        self,
+        request: Request,
+        status: int,
+        keep_alive: bool = True,
+        headers: tuple[tuple[str, str], ...] = (),
+    ) -> None:
         # ngx_http_special_response_handler: these statuses never keep the connection.
         if status in (400, 413, 414, 494, 500, 501):
             keep_alive = False
         loc = request.found.location or request.server.defaults
         body = error_page(status, self._server_token(loc))
         self._simple_response(
-            request, 400 if status == 494 else status, body, keep_alive=keep_alive
+            request, 400 if status == 494 else status, body, keep_alive=keep_alive, headers=headers
         )
 
     def _absolute(self, request: Request, loc: LocationConf, location: str) -> str | None:
@@ -1393,6 +1410,9 @@ class Downstream(asyncio.Protocol):
             rv.upstream_bytes_received.append(upstream_head + from_upstream)
             rv.tunnel_time = now - tunnel.started
             rv.tunnel_received = from_client
+            if isinstance(tunnel, FrameTunnel):
+                rv.ws_messages_in, rv.ws_messages_out = tunnel.messages
+                rv.ws_close_code = tunnel.close_code
             worker.metrics.on_tunnel_closed(rv.tunnel_time, from_client, from_upstream)
             pick.free(peer, Outcome.SUCCESS, now)
             self._peer_metrics(request, peer, Outcome.SUCCESS, now)
@@ -1407,16 +1427,32 @@ class Downstream(asyncio.Protocol):
             self._uncount()
             worker.forget(self)
 
-        tunnel = Tunnel(
-            self.loop,
-            self.transport,
-            proto.transport,
-            read_timeout=loc.proxy_read_timeout,
-            send_timeout=loc.send_timeout,
-            proxy_send_timeout=loc.proxy_send_timeout,
-            on_close=closed,
-            on_gone=gone,
-        )
+        tunnel: Tunnel
+        if loc.ws_frames:
+
+            def log(level: str, message: str) -> None:
+                worker.error_log.log(level, message, request.ctx, "proxying upgraded connection")
+
+            tunnel = FrameTunnel(
+                self.loop,
+                self.transport,
+                proto.transport,
+                loc=loc,
+                on_close=closed,
+                on_gone=gone,
+                log=log,
+            )
+        else:
+            tunnel = Tunnel(
+                self.loop,
+                self.transport,
+                proto.transport,
+                read_timeout=loc.proxy_read_timeout,
+                send_timeout=loc.send_timeout,
+                proxy_send_timeout=loc.proxy_send_timeout,
+                on_close=closed,
+                on_gone=gone,
+            )
         peer.tunnels += 1
         worker.tunnels.add(tunnel)
         worker.metrics.on_tunnel_open(tunnel.started - t0)
@@ -1502,6 +1538,9 @@ _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _CONNECTING = "connecting to upstream"
 _READING_HEADER = "reading response header from upstream"
 _TIMED_OUT = "upstream timed out (110: Connection timed out)"
+
+
+_TUNNEL_KINDS = frozenset({Upgrade.WEBSOCKET, Upgrade.OTHER, Upgrade.ANY})
 
 
 def _connect_failure(exc: OSError) -> tuple[NextUpstream, int, str, str]:

@@ -79,6 +79,8 @@ class TunnelSide(asyncio.Protocol):
 class Tunnel:
     """Owns the two sides of one upgraded connection and closes them together."""
 
+    side_class: type[TunnelSide] = TunnelSide  # the frame-aware tunnel has its own
+
     __slots__ = (
         "client",
         "closed",
@@ -95,6 +97,9 @@ class Tunnel:
         "timer",
         "upstream",
     )
+
+    client: TunnelSide
+    upstream: TunnelSide
 
     def __init__(
         self,
@@ -119,8 +124,8 @@ class Tunnel:
         self.last = self.started  # when bytes were last seen moving (by the idle check)
         self.seen = 0
         self.step = 0.0
-        self.client = TunnelSide(self, "client", client, upstream)
-        self.upstream = TunnelSide(self, "upstream", upstream, client)
+        self.client = self.side_class(self, "client", client, upstream)
+        self.upstream = self.side_class(self, "upstream", upstream, client)
         self.timer: asyncio.TimerHandle | None = None
 
     def start(self, client_early: bytes, upstream_early: bytes) -> None:

@@ -8,6 +8,7 @@ connection counters and log files are per worker, as in nginx without ``zone``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import socket
 import ssl
@@ -21,6 +22,7 @@ from wsgate.log.access_log import AccessLogs
 from wsgate.log.error_log import ErrorLog
 from wsgate.proxy.metrics import Metrics
 from wsgate.proxy.stats import Stats
+from wsgate.proxy.wstunnel import CLOSE_GRACE, FrameTunnel
 from wsgate.routing import Router
 from wsgate.tls import server_contexts, upstream_context
 
@@ -111,6 +113,7 @@ class Worker:
         self.servers: list[asyncio.Server] = []
         self.server_token = f"wsgate/{__version__}"
         self.closing = False
+        self.draining = ""  # "quit" or "reload" once stop() runs (websocket_drain)
         self._idle = asyncio.Event()
         # worker_connections: a client connection counts one, its upstream connection one
         # more (so a tunnel holds two), as in ngx_get_connection.
@@ -194,27 +197,49 @@ class Worker:
         if self.closing and not self.connections and not self.tunnels:
             self._idle.set()
 
+    def _drain_tunnels(self) -> bool:
+        """Close every ``websocket_drain`` tunnel with its code for this shutdown
+        (``quit=`` or ``reload=``); returns whether any was asked to close."""
+        drained = False
+        for tunnel in list(self.tunnels):
+            if isinstance(tunnel, FrameTunnel) and tunnel.drain_conf is not None:
+                conf = tunnel.drain_conf
+                code = conf.reload if self.draining == "reload" else conf.quit
+                drained = tunnel.drain(code) or drained
+        return drained
+
     def stop_accepting(self) -> None:
         """Close this worker's listeners (the master and other workers keep theirs)."""
         self.closing = True
         for server in self.servers:
             server.close()
 
-    async def stop(self, graceful: bool = True, timeout: float | None = None) -> None:
+    async def stop(
+        self, graceful: bool = True, timeout: float | None = None, reload: bool = False
+    ) -> None:
         """Stop accepting; close idle connections; wait for requests and tunnels to end.
 
         With ``graceful`` false (TERM/INT), or when ``timeout`` passes, every remaining
-        connection is closed at once.
+        connection is closed at once. Tunnels of ``websocket_drain`` locations get Close
+        frames instead: at once on QUIT, when ``timeout`` passes on a reload (``reload``:
+        the master retired this worker), and are given CLOSE_GRACE to answer.
         """
         self.stop_accepting()
+        self.draining = "reload" if reload else "quit"
         for conn in list(self.connections):
             conn.shutdown()
+        if graceful and not reload:
+            self._drain_tunnels()
         if graceful and (self.connections or self.tunnels):
             try:
                 async with asyncio.timeout(timeout):
                     await self._idle.wait()
             except TimeoutError:
-                pass
+                self._drain_tunnels()
+                if any(isinstance(t, FrameTunnel) and t.winding for t in self.tunnels):
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(CLOSE_GRACE + 0.5):
+                            await self._idle.wait()
         for tunnel in list(self.tunnels):
             tunnel.abort()
         for conn in list(self.connections):

@@ -51,6 +51,12 @@ SIGNALS = (
     signal.SIGUSR1,
     signal.SIGCHLD,
 )
+# Sent to the workers of an old generation on reload: a graceful stop, told apart from
+# QUIT so that websocket_drain closes their tunnels with its reload= code (wsgate's own;
+# nginx sends QUIT). Blocked from fork until the worker's handler exists; the master
+# never waits for it.
+RETIRE = signal.SIGWINCH
+
 _NAMES: dict[int, tuple[str, str]] = {
     signal.SIGHUP: ("SIGHUP", ", reconfiguring"),
     signal.SIGQUIT: ("SIGQUIT", ", shutting down"),
@@ -131,7 +137,7 @@ class Master:
 
         Returns the exit code (0, or 1 when the sockets cannot be bound).
         """
-        old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
+        old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, (*SIGNALS, RETIRE))
         try:
             try:
                 self._bind(self.conf)
@@ -300,7 +306,7 @@ class Master:
             if w.generation < self.generation:
                 w.exiting = True
                 with contextlib.suppress(ProcessLookupError):
-                    os.kill(w.pid, signal.SIGQUIT)
+                    os.kill(w.pid, RETIRE)
 
     def handle_quit(self) -> None:
         """Graceful stop: workers finish their requests and tunnels, then the master exits."""

@@ -2,8 +2,10 @@
 
 :func:`main` runs in the child right after ``fork``. Signals (``ngx_worker_process_cycle``):
 QUIT graceful stop (stop accepting, finish requests and tunnels, then exit, bounded by
-``worker_shutdown_timeout``), TERM/INT fast stop, USR1 reopen log files, HUP ignored (the
-master reloads). EOF on the master's pipe means the master is gone: graceful stop.
+``worker_shutdown_timeout``), WINCH the same graceful stop when a reload retires this
+worker (``master.RETIRE``: ``websocket_drain`` uses its ``reload=`` code), TERM/INT fast
+stop, USR1 reopen log files, HUP ignored (the master reloads). EOF on the master's pipe
+means the master is gone: graceful stop.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import uvloop
 
 from wsgate.conf.model import MainConf
 from wsgate.proxy.stats import Stats
+from wsgate.supervisor.master import RETIRE
 
 __all__ = ["main"]
 
@@ -41,11 +44,12 @@ async def _serve(
 
     loop = asyncio.get_running_loop()
     worker = Worker(conf, loop, stats)
-    stop: asyncio.Future[bool] = loop.create_future()
+    # (graceful, retired by a reload)
+    stop: asyncio.Future[tuple[bool, bool]] = loop.create_future()
 
-    def request_stop(graceful: bool) -> None:
+    def request_stop(graceful: bool, reload: bool = False) -> None:
         if not stop.done():
-            stop.set_result(graceful)
+            stop.set_result((graceful, reload))
 
     # The master forked us with these signals blocked; install the handlers, then let
     # any signal that arrived meanwhile through.
@@ -54,6 +58,7 @@ async def _serve(
     loop.add_signal_handler(signal.SIGINT, request_stop, False)
     loop.add_signal_handler(signal.SIGUSR1, worker.reopen_logs)
     loop.add_signal_handler(signal.SIGHUP, lambda: None)
+    loop.add_signal_handler(RETIRE, request_stop, True, True)
     signal.pthread_sigmask(signal.SIG_SETMASK, set())
     await worker.start(sockets=[s.dup() for s in sockets])
     for s in sockets:
@@ -70,10 +75,10 @@ async def _serve(
 
     os.set_blocking(master_fd, False)
     loop.add_reader(master_fd, master_gone)
-    graceful = await stop
+    graceful, reload = await stop
     worker.stop_accepting()
     if graceful:
         # Logged once this worker no longer accepts: from here on, new connections go to
         # the other workers (tests wait for this line after a reload).
         worker.error_log.log("notice", "gracefully shutting down")
-    await worker.stop(graceful=graceful, timeout=conf.worker_shutdown_timeout)
+    await worker.stop(graceful=graceful, timeout=conf.worker_shutdown_timeout, reload=reload)

@@ -103,6 +103,9 @@ class RequestVars:
         "upstream_response_time",
         "upstream_status",
         "uri",
+        "ws_close_code",
+        "ws_messages_in",
+        "ws_messages_out",
     )
 
     def __init__(
@@ -149,6 +152,10 @@ class RequestVars:
         self.upstream_bytes_received: list[int] = []
         self.tunnel_time: float | None = None  # seconds the tunnel was open; None: no tunnel
         self.tunnel_received = 0  # bytes the client sent through the tunnel
+        # A frame-aware tunnel's counts (proxy/wstunnel.py); None: no frames were tracked.
+        self.ws_messages_in: int | None = None  # messages from the client
+        self.ws_messages_out: int | None = None  # messages to the client
+        self.ws_close_code: int | None = None  # the tunnel's first Close code
         self._cache: dict[str, str | None] = {}
 
     # -- evaluation ----------------------------------------------------------------------
@@ -453,7 +460,15 @@ _GETTERS: dict[str, Callable[[RequestVars], str | None]] = {
     # plus what the client sent through a tunnel.
     "bytes_received": lambda rv: str(rv.request_length + rv.tunnel_received),
     "tunnel_time": lambda rv: None if rv.tunnel_time is None else f"{rv.tunnel_time:.3f}",
+    # wsgate's own, from a frame-aware tunnel: messages each way and the first Close code.
+    "ws_messages_in": lambda rv: _number(rv.ws_messages_in),
+    "ws_messages_out": lambda rv: _number(rv.ws_messages_out),
+    "ws_close_code": lambda rv: _number(rv.ws_close_code),
 }
+
+
+def _number(n: int | None) -> str | None:
+    return None if n is None else str(n)
 
 
 def escape_log_value(value: str, escape: str) -> str:
