@@ -13,10 +13,12 @@ import asyncio
 import base64
 import contextlib
 import hashlib
+import ssl
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 
+import trustme
 from websockets.asyncio.client import connect
 from websockets.asyncio.server import Server, ServerConnection, serve
 
@@ -41,9 +43,9 @@ wss.on('connection', (ws) => {
 """
 
 
-def conf(port: int, upstreams: dict[str, tuple[list[int], str]]) -> str:
+def conf(port: int, upstreams: dict[str, tuple[list[int], str]], scheme: str = "http") -> str:
     """Upstream blocks NAME -> (peer ports, websocket_health_check line); location /NAME/
-    proxies to each, ``/`` to the first."""
+    proxies to each, ``/`` to the first, with ``proxy_pass SCHEME://NAME``."""
     blocks = []
     locations = []
     for i, (name, (ports, check)) in enumerate(upstreams.items()):
@@ -52,7 +54,7 @@ def conf(port: int, upstreams: dict[str, tuple[list[int], str]]) -> str:
         path = "/" if i == 0 else f"/{name}/"
         locations.append(f"""\
         location {path} {{
-            proxy_pass http://{name};
+            proxy_pass {scheme}://{name};
             proxy_http_version 1.1;
             proxy_set_header Upgrade $http_upgrade;
             proxy_set_header Connection $connection_upgrade;
@@ -124,15 +126,16 @@ async def session(port: int, path: str = "/") -> str:
 
 
 @asynccontextmanager
-async def py_peer(port: int, name: str) -> AsyncIterator[Server]:
-    """A ``websockets`` peer on ``port`` that sends ``name``, then echoes."""
+async def py_peer(port: int, name: str, tls: ssl.SSLContext | None = None) -> AsyncIterator[Server]:
+    """A ``websockets`` peer on ``port`` that sends ``name``, then echoes (over TLS with
+    ``tls``)."""
 
     async def handler(ws: ServerConnection) -> None:
         await ws.send(name)
         async for message in ws:
             await ws.send(message)
 
-    async with serve(handler, "127.0.0.1", port) as server:
+    async with serve(handler, "127.0.0.1", port, ssl=tls) as server:
         yield server
 
 
@@ -368,3 +371,32 @@ async def test_checks_stop_with_the_worker(tmp_path: Path) -> None:
             checkers = list(w.health_checkers)
         # proxy_in_process stopped the worker: every checker task is finished.
         assert checkers and all(c._task is not None and c._task.done() for c in checkers)
+
+
+async def test_a_group_behind_proxy_pass_https_is_checked_over_tls(tmp_path: Path) -> None:
+    port, tls_port, plain_port = free_ports(3)
+    ca = trustme.CA()
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("peer.test").configure_cert(server_ctx)
+    check = "websocket_health_check interval=200ms ping;"
+    text = conf(port, {"secure": ([tls_port, plain_port], check)}, scheme="https")
+    async with py_peer(tls_port, "tls", server_ctx), py_peer(plain_port, "plain"):
+        async with proxy_in_process(text, tmp_path) as worker:
+            await until(
+                "the plain peer unhealthy",
+                lambda: state(worker, "secure", plain_port) is PeerStatus.UNHEALTHY,
+            )
+            await rounds(worker, "secure", 2)
+            assert state(worker, "secure", tls_port) is PeerStatus.UP
+            assert [await session(port) for _ in range(4)] == ["tls"] * 4
+    line = next(
+        line
+        for line in errors(tmp_path).splitlines()
+        if "is down by websocket_health_check" in line
+    )
+    assert f'peer {addr(plain_port)} in upstream "secure" is down by' in line
+    # The peer answers the ClientHello with an HTTP error, or closes (websockets chooses).
+    assert (
+        "(SSL_do_handshake() failed (WRONG_VERSION_NUMBER))" in line
+        or "(peer closed connection in SSL handshake)" in line
+    ), line

@@ -43,13 +43,17 @@ _CONNECTING = "connecting to upstream"
 _SSL_HANDSHAKING = "SSL handshaking to upstream"
 
 
-def _connect_failure(exc: OSError) -> str:
+def _connect_failure(exc: OSError, tls: bool) -> str:
     """A failed connect or TLS handshake in nginx's words (``ngx_http_upstream_connect``,
     ``ngx_ssl_handshake``; the same words as ``proxy/downstream.py``)."""
     if isinstance(exc, ssl.SSLCertVerificationError):
         return f"upstream SSL certificate verify error: ({exc.verify_code}:{exc.verify_message})"
     if isinstance(exc, ssl.SSLError):
         return f"SSL_do_handshake() failed ({exc.reason or exc})"
+    if exc.errno is None:
+        # The loop reports a peer that closed during the TLS handshake as a bare
+        # ConnectionResetError; ngx_ssl_handshake says "peer closed connection".
+        return "peer closed connection in SSL handshake" if tls else f"connect() failed ({exc})"
     return f"connect() failed ({exc.errno}: {exc.strerror})"
 
 
@@ -153,7 +157,7 @@ class HealthChecker:
                 except (TimeoutError, asyncio.CancelledError):
                     raise
                 except OSError as exc:
-                    return _connect_failure(exc)
+                    return _connect_failure(exc, self.tls is not None)
                 writer.write(probe.data_to_send())
                 while not probe.done:
                     action = probe.action
