@@ -112,7 +112,7 @@ class HealthChecker:
         loop = self.worker.loop
         while True:
             started = loop.time()
-            reasons = await asyncio.gather(*(self.check(c.peer) for c in self.checks))
+            reasons = await asyncio.gather(*(self._guarded(c.peer) for c in self.checks))
             changed = False
             for check, reason in zip(self.checks, reasons, strict=True):
                 changed |= self._record(check, reason)
@@ -135,6 +135,15 @@ class HealthChecker:
             log.log("info", f"{peer} failed websocket_health_check ({reason})")
         return change is not None
 
+    async def _guarded(self, peer: PeerState) -> str | None:
+        """:meth:`check`, with a bug in it logged and counted as a failed check instead of
+        ending the checker (which would freeze every peer's state)."""
+        try:
+            return await self.check(peer)
+        except Exception as exc:
+            self.worker.error_log.log("alert", f"unexpected error: {exc!r}")
+            return f"unexpected error: {exc!r}"
+
     async def check(self, peer: PeerState) -> str | None:
         """Check ``peer`` once. Returns ``None`` when it passed, else the reason it failed
         (for the log line), having closed the connection either way."""
@@ -154,8 +163,8 @@ class HealthChecker:
                             ssl=self.tls,
                             server_hostname=self.server_hostname,
                         )
-                except (TimeoutError, asyncio.CancelledError):
-                    raise
+                except TimeoutError:
+                    raise  # worded below, with the step that timed out
                 except OSError as exc:
                     return _connect_failure(exc, self.tls is not None)
                 writer.write(probe.data_to_send())
@@ -163,7 +172,7 @@ class HealthChecker:
                     action = probe.action
                     try:
                         data = await reader.read(READ_SIZE)
-                    except (TimeoutError, asyncio.CancelledError):
+                    except TimeoutError:
                         raise
                     except OSError as exc:
                         return f"recv() failed ({exc.errno}: {exc.strerror}) while {action}"
