@@ -97,7 +97,7 @@ h2{font-size:1.1em;margin:1.2em 0 .4em}
 table{border-collapse:collapse;background:#fff;margin-bottom:.8em}
 th,td{border:1px solid #ddd;padding:.25em .6em;text-align:right}
 th:first-child,td:first-child{text-align:left}
-.up{color:#18794e}.down{color:#888}.failed{color:#c62828;font-weight:bold}
+.up{color:#18794e}.down{color:#888}.failed,.unhealthy{color:#c62828;font-weight:bold}
 #live.on{color:#18794e}#live.off{color:#c62828}
 svg{background:#fff;border:1px solid #ddd;border-radius:6px}
 .legend span{margin-right:1.2em}

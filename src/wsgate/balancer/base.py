@@ -53,6 +53,9 @@ class PeerState:
     accessed: float = 0.0
     checked: float = 0.0
     tunnels: int = 0
+    # Set and cleared by websocket_health_check (balancer/health.py): while set, every
+    # method skips the peer exactly as if its server line said `down`.
+    check_down: bool = False
 
     def __post_init__(self) -> None:
         self.effective_weight = self.conf.weight

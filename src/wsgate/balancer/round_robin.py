@@ -24,7 +24,8 @@ Invariants:
 * ``0 <= effective_weight <= weight``; a failure lowers it by ``weight // max_fails`` and each
   round in which the peer is usable raises it by one.
 * Single mode (exactly one primary, no backups): no weights, no failure accounting, no
-  retries; a ``down`` peer means "no live upstreams"; ``max_conns`` still applies.
+  retries; a ``down`` peer (or one a health check marked down) means "no live upstreams";
+  ``max_conns`` still applies.
 
 Times are seconds on the caller's clock, truncated to whole seconds as nginx's
 ``ngx_time()`` is, so ``fail_timeout=10s`` disables a peer until the clock's second counter
@@ -50,12 +51,13 @@ def whole_seconds(now: float) -> float:
 def is_usable(peer: PeerState, now: float) -> bool:
     """Whether ``peer`` may be chosen at ``now`` (``tried`` is the caller's business).
 
-    A peer is unusable when it is ``down``, when it has ``max_fails`` failures and its last
-    check is at most ``fail_timeout`` ago, or when it has ``max_conns`` connections: requests
-    in flight and open tunnels (``ngx_http_upstream_get_peer``).
+    A peer is unusable when it is ``down`` (on its server line, or marked so by
+    ``websocket_health_check``), when it has ``max_fails`` failures and its last check is at
+    most ``fail_timeout`` ago, or when it has ``max_conns`` connections: requests in flight
+    and open tunnels (``ngx_http_upstream_get_peer``).
     """
     conf = peer.conf
-    if conf.down:
+    if conf.down or peer.check_down:
         return False
     if (
         conf.max_fails
@@ -153,9 +155,10 @@ class RoundRobinPick(Pick):
         elif balancer.single:
             only = balancer.peers[0]
             conf = only.conf
-            # Single mode skips the failure check and the weights, not down or max_conns.
+            # Single mode skips the failure check and the weights, not down (configured or
+            # by the health check) or max_conns.
             busy = conf.max_conns > 0 and only.conns >= conf.max_conns
-            peer = None if conf.down or busy else only
+            peer = None if conf.down or only.check_down or busy else only
         else:
             peer = self.select(balancer.peers, now)
             if peer is None and balancer.backups:

@@ -12,8 +12,10 @@ nginx without ``zone``):
 * ``conns``: attempts between ``get`` and ``free``, that is requests in flight plus open
   tunnels (a tunnel holds its peer until it closes, nginx-semantics.md §2.5);
   ``tunnels`` is the part of ``conns`` that are tunnels.
-* ``state``: ``down`` (configured so), ``failed`` (``max_fails`` reached, skipped until
-  ``failed_until``), otherwise ``up``; ``full`` says ``max_conns`` is reached.
+* ``state``: ``down`` (configured so), ``unhealthy`` (marked down by
+  ``websocket_health_check`` until a check passes; NGINX Plus's word for it), ``failed``
+  (``max_fails`` reached, skipped until ``failed_until``), otherwise ``up``, in that order
+  of precedence; ``full`` says ``max_conns`` is reached.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ class PeerStatus(enum.Enum):
 
     UP = "up"
     DOWN = "down"  # `down` on its server line
+    UNHEALTHY = "unhealthy"  # marked down by websocket_health_check
     FAILED = "failed"  # max_fails failures; skipped until PeerView.failed_until
 
 
@@ -76,6 +79,9 @@ def view(upstream: str, peer: PeerState, now: float, single: bool = False) -> Pe
     until: float | None = None
     if conf.down:
         state = PeerStatus.DOWN
+    elif peer.check_down:
+        # Until a check passes; any passive failure state is hidden behind it.
+        state = PeerStatus.UNHEALTHY
     elif not single and conf.max_fails and peer.fails >= conf.max_fails:
         # Skipped while floor(now) - checked <= fail_timeout (ngx_http_upstream_get_peer),
         # so usable from the whole second after checked + fail_timeout.

@@ -238,6 +238,7 @@ def _freeze_http(hb: HttpBuilder) -> HttpConf:
             method_args=u.method_args,
             hash_key=u.hash_key,
             implicit=u.implicit,
+            websocket_health_check=u.websocket_health_check,
             file=u.file,
             line=u.line,
         )

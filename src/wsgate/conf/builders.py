@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from wsgate.conf.model import PeerConf
+from wsgate.conf.model import HealthCheckConf, PeerConf
 from wsgate.vars.compile import ComplexValue
 
 __all__ = [
@@ -56,6 +56,7 @@ class UpstreamBuilder:
     method_args: tuple[str, ...] = ()
     hash_key: ComplexValue | None = None
     implicit: bool = False
+    websocket_health_check: HealthCheckConf | None = None
 
 
 @dataclass(eq=False)

@@ -16,6 +16,7 @@ from wsgate.vars.compile import ComplexValue
 __all__ = [
     "AccessLogConf",
     "EventsConf",
+    "HealthCheckConf",
     "HttpConf",
     "ListenConf",
     "LocationConf",
@@ -67,6 +68,23 @@ class PeerConf:
 
 
 @dataclass(frozen=True, slots=True)
+class HealthCheckConf:
+    """``websocket_health_check`` (wsgate's own; docs/health-checks.md).
+
+    The defaults are NGINX Plus ``health_check``'s: a check every 5 s, a peer down after
+    one failed check and up again after one passed check; ``timeout`` defaults to
+    ``interval``.
+    """
+
+    interval: float = 5.0  # seconds between two checks of a peer
+    timeout: float = 5.0  # bound on one whole check: connect, handshake, ping, pong
+    fails: int = 1  # consecutive failed checks that mark a peer down
+    passes: int = 1  # consecutive passed checks that bring it back up
+    uri: str = "/"  # request target of the handshake
+    ping: bool = False  # after the 101, send a Ping and require its Pong
+
+
+@dataclass(frozen=True, slots=True)
 class UpstreamConf:
     """An ``upstream{}`` block, or the implicit group of ``proxy_pass http://host:port``."""
 
@@ -77,6 +95,7 @@ class UpstreamConf:
     method_args: tuple[str, ...] = ()
     hash_key: ComplexValue | None = None
     implicit: bool = False
+    websocket_health_check: HealthCheckConf | None = None  # None: passive checks only
     file: str = ""
     line: int = 0
 

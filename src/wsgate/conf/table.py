@@ -24,7 +24,14 @@ from wsgate.conf.builders import (
     UpstreamBuilder,
 )
 from wsgate.conf.lexer import End
-from wsgate.conf.model import ListenConf, NextUpstream, PeerConf, RedirectRule, WebSocketDrain
+from wsgate.conf.model import (
+    HealthCheckConf,
+    ListenConf,
+    NextUpstream,
+    PeerConf,
+    RedirectRule,
+    WebSocketDrain,
+)
 from wsgate.conf.parser import Parser, Stmt
 from wsgate.conf.units import parse_offset, parse_size, parse_time
 from wsgate.errors import ConfigError
@@ -486,6 +493,55 @@ def upstream_random(p: Parser, ctx: Ctx, d: Stmt) -> None:
     if len(words) == 2 and words[1] != "least_conn":
         raise d.error(f'invalid parameter "{words[1]}"')
     _balancing_method(ctx, "random", words)
+
+
+def websocket_health_check(p: Parser, ctx: Ctx, d: Stmt) -> None:
+    """``websocket_health_check [interval=T] [timeout=T] [fails=N] [passes=N] [uri=U]
+    [ping];`` (wsgate's own, docs/health-checks.md).
+
+    Parameters are read as NGINX Plus reads ``health_check``'s: ``NAME=VALUE`` words in any
+    order, the last of a repeated one wins, any word that is not one of them or has a bad
+    value is ``invalid parameter "WORD"``. Times are ``ngx_parse_time`` values in
+    milliseconds and must not be zero; counts are positive integers; the URI must start
+    with "/" and holds no spaces or control characters (it goes on the request line as is).
+    """
+    u = ctx.upstream
+    assert u is not None
+    if u.websocket_health_check is not None:
+        raise d.error(f'"{d.name}" directive is duplicate')
+    times: dict[str, float] = {}
+    counts: dict[str, int] = {}
+    uri = "/"
+    ping = False
+    for w in d.args:
+        t = w.text
+        key, eq, val = t.partition("=")
+        if eq and key in ("interval", "timeout"):
+            seconds = parse_time(val)
+            if not seconds:  # None (bad value) or 0
+                raise d.error(f'invalid parameter "{t}"')
+            times[key] = seconds
+        elif eq and key in ("fails", "passes"):
+            if not val.isdigit() or not val.isascii() or int(val) == 0:
+                raise d.error(f'invalid parameter "{t}"')
+            counts[key] = int(val)
+        elif eq and key == "uri":
+            if not val.startswith("/") or any(not "!" <= c <= "~" for c in val):
+                raise d.error(f'invalid parameter "{t}"')
+            uri = val
+        elif t == "ping":
+            ping = True
+        else:
+            raise d.error(f'invalid parameter "{t}"')
+    interval = times.get("interval", 5.0)
+    u.websocket_health_check = HealthCheckConf(
+        interval=interval,
+        timeout=times.get("timeout", interval),
+        fails=counts.get("fails", 1),
+        passes=counts.get("passes", 1),
+        uri=uri,
+        ping=ping,
+    )
 
 
 def server_block(p: Parser, ctx: Ctx, d: Stmt) -> None:
@@ -1052,6 +1108,10 @@ DIRECTIVES: dict[str, list[Directive]] = _rows(
     Directive("hash", F({UPSTREAM}), 1, 2, upstream_hash),
     Directive("random", F({UPSTREAM}), 0, 2, upstream_random),
     Directive("keepalive", F({UPSTREAM}), 1, 1, not_supported),
+    Directive("websocket_health_check", F({UPSTREAM}), 0, None, websocket_health_check,
+        default="interval=5s fails=1 passes=1 uri=/",
+        note="wsgate's own: active checks by a WebSocket handshake (and a ping), per "
+        "worker; timeout defaults to interval (docs/health-checks.md)"),
     Directive("listen", F({SERVER}), 1, None, listen, default="*:80 | *:8000"),
     Directive("server_name", F({SERVER}), 1, None, server_name, default='""'),
     Directive("location", F({SERVER, LOCATION}), 1, 2, location, block=True),

@@ -153,8 +153,8 @@ class Metrics:
             self.tunnel_bytes.labels(direction)
         self.peer_up = Gauge(
             "wsgate_upstream_peer_up",
-            "1 if balancers may choose the peer, 0 if it is down or failed (0 if any "
-            "worker sees it so).",
+            "1 if balancers may choose the peer, 0 if it is down, unhealthy or failed (0 "
+            "if any worker sees it so).",
             ["upstream", "peer"],
             registry=own,
             multiprocess_mode="livemin",

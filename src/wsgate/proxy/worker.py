@@ -28,6 +28,7 @@ from wsgate.tls import server_contexts, upstream_context
 
 if TYPE_CHECKING:
     from wsgate.proxy.downstream import Downstream
+    from wsgate.proxy.health import HealthChecker
     from wsgate.proxy.tunnel import Tunnel
 
 __all__ = ["Worker", "bind_listen_socket"]
@@ -111,6 +112,8 @@ class Worker:
         self.tunnels: set[Tunnel] = set()
         self.tunnels_opened = 0  # tunnels this worker opened (the status page's rate)
         self.servers: list[asyncio.Server] = []
+        # websocket_health_check: one checker per group with the directive, from start().
+        self.health_checkers: list[HealthChecker] = []
         self.server_token = f"wsgate/{__version__}"
         self.closing = False
         self.draining = ""  # "quit" or "reload" once stop() runs (websocket_drain)
@@ -164,6 +167,11 @@ class Worker:
                     ssl_handshake_timeout=default.client_header_timeout or None,
                 )
             self.servers.append(server)
+        from wsgate.proxy.health import checkers_for
+
+        self.health_checkers = checkers_for(self)
+        for checker in self.health_checkers:
+            checker.start()
 
     @property
     def active_connections(self) -> int:
@@ -209,10 +217,13 @@ class Worker:
         return drained
 
     def stop_accepting(self) -> None:
-        """Close this worker's listeners (the master and other workers keep theirs)."""
+        """Close this worker's listeners (the master and other workers keep theirs) and
+        stop its health checks: no new request will need them."""
         self.closing = True
         for server in self.servers:
             server.close()
+        for checker in self.health_checkers:
+            checker.cancel()
 
     async def stop(
         self, graceful: bool = True, timeout: float | None = None, reload: bool = False
@@ -246,5 +257,7 @@ class Worker:
             conn.abort()
         for server in self.servers:
             await server.wait_closed()
+        for checker in self.health_checkers:
+            await checker.wait()
         self.access_logs.close()
         self.error_log.close()
