@@ -251,3 +251,27 @@ def test_listen_ssl_without_certificate_fails_the_test(tmp_path: Path) -> None:
         'wsgate: [emerg] no "ssl_certificate" is defined for the "listen ... ssl" directive '
         f"in {conf}:4"
     ) in out.stderr
+
+
+async def test_peer_closing_in_tls_handshake_is_logged_in_nginx_words(tmp_path: Path) -> None:
+    """A peer that accepts and closes at once, behind proxy_pass https: 502, and the error
+    log says what ngx_ssl_handshake says (not a bare "connect() failed")."""
+
+    async def slam(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.close()
+
+    server = await asyncio.start_server(slam, "127.0.0.1", 0)
+    peer = server.sockets[0].getsockname()[1]
+    port = free_port()
+    try:
+        async with proxy_in_process(upstream_conf(port, peer, ""), tmp_path):
+            data = await plain_get(port)
+            assert data.startswith(b"HTTP/1.1 502 Bad Gateway\r\n")
+        log = (tmp_path / "logs" / "error.log").read_text()
+        assert (
+            "peer closed connection in SSL handshake while SSL handshaking to upstream" in log
+            or "SSL_do_handshake() failed" in log
+        ), log
+        assert "(None: None)" not in log
+    finally:
+        server.close()

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -52,7 +51,13 @@ from wsgate.proxy.metrics import CONTENT_TYPE
 from wsgate.proxy.stats import ACTIVE, READING, REQUESTS, WRITING
 from wsgate.proxy.status import StatusSocket, handshake
 from wsgate.proxy.tunnel import Tunnel
-from wsgate.proxy.upstream import BodyMode, UpstreamClosed, UpstreamProtocol
+from wsgate.proxy.upstream import (
+    TIMED_OUT,
+    BodyMode,
+    UpstreamClosed,
+    UpstreamProtocol,
+    connect_failure,
+)
 from wsgate.proxy.worker import Worker
 from wsgate.proxy.wstunnel import FrameTunnel
 from wsgate.routing import (
@@ -993,7 +998,8 @@ class Downstream(asyncio.Protocol):
                 async with asyncio.timeout(loc.proxy_connect_timeout or None):
                     _, proto = await self._connect(request, loc, peer)
             except OSError as exc:  # TimeoutError and ssl.SSLError are OSErrors
-                return self._failed(request, peer, pick, t0, *_connect_failure(exc), sent)
+                tls = loc.proxy_pass.scheme == "https"
+                return self._failed(request, peer, pick, t0, *_connect_failure(exc, tls), sent)
             assert proto.transport is not None
             _nodelay(proto.transport)
             self.upstream = proto
@@ -1275,7 +1281,7 @@ class Downstream(asyncio.Protocol):
                 continue
             remaining = proto.last_read + timeout - self.loop.time()
             if remaining <= 0:
-                self.worker.error_log.log("error", _TIMED_OUT, request.ctx, "reading upstream")
+                self.worker.error_log.log("error", TIMED_OUT, request.ctx, "reading upstream")
                 return False
             await asyncio.wait([done], timeout=remaining)
         exc = done.exception()
@@ -1535,33 +1541,25 @@ class Downstream(asyncio.Protocol):
 
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
-_CONNECTING = "connecting to upstream"
 _READING_HEADER = "reading response header from upstream"
-_TIMED_OUT = "upstream timed out (110: Connection timed out)"
 
 
 _TUNNEL_KINDS = frozenset({Upgrade.WEBSOCKET, Upgrade.OTHER, Upgrade.ANY})
 
 
-def _connect_failure(exc: OSError) -> tuple[NextUpstream, int, str, str]:
-    """(failure kind, status, message, action) for a failed connect or TLS handshake, in
-    nginx's words (ngx_http_upstream_connect, ngx_ssl_handshake)."""
+def _connect_failure(exc: OSError, tls: bool) -> tuple[NextUpstream, int, str, str]:
+    """(failure kind, status, message, action) for a failed connect or TLS handshake."""
+    message, action = connect_failure(exc, tls)
     if isinstance(exc, TimeoutError):
-        return NextUpstream.TIMEOUT, 504, _TIMED_OUT, _CONNECTING
-    if isinstance(exc, ssl.SSLCertVerificationError):
-        message = f"upstream SSL certificate verify error: ({exc.verify_code}:{exc.verify_message})"
-        return NextUpstream.ERROR, 502, message, "SSL handshaking to upstream"
-    if isinstance(exc, ssl.SSLError):
-        message = f"SSL_do_handshake() failed ({exc.reason or exc})"
-        return NextUpstream.ERROR, 502, message, "SSL handshaking to upstream"
-    return NextUpstream.ERROR, 502, f"connect() failed ({exc.errno}: {exc.strerror})", _CONNECTING
+        return NextUpstream.TIMEOUT, 504, message, action
+    return NextUpstream.ERROR, 502, message, action
 
 
 def _header_failure(exc: Exception) -> tuple[NextUpstream, int, str, str]:
     """The same for a failure while waiting for the response head
     (ngx_http_upstream_process_header)."""
     if isinstance(exc, TimeoutError):
-        return NextUpstream.TIMEOUT, 504, _TIMED_OUT, _READING_HEADER
+        return NextUpstream.TIMEOUT, 504, TIMED_OUT, _READING_HEADER
     if isinstance(exc, UpstreamClosed):
         message = "upstream prematurely closed connection"
         return NextUpstream.ERROR, 502, message, _READING_HEADER

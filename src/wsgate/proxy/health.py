@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING
 from wsgate.balancer.health import Change, PeerCheck, peer_checks
 from wsgate.conf.model import HealthCheckConf, LocationConf
 from wsgate.http.probe import Probe
+from wsgate.proxy.upstream import CONNECTING, SSL_HANDSHAKING, TIMED_OUT, connect_failure
 
 if TYPE_CHECKING:
     from wsgate.balancer.base import PeerState
@@ -38,25 +39,6 @@ if TYPE_CHECKING:
 __all__ = ["HealthChecker", "checkers_for"]
 
 READ_SIZE = 16 * 1024
-_TIMED_OUT = "upstream timed out (110: Connection timed out)"
-_CONNECTING = "connecting to upstream"
-_SSL_HANDSHAKING = "SSL handshaking to upstream"
-
-
-def _connect_failure(exc: OSError, tls: bool) -> str:
-    """A failed connect or TLS handshake in nginx's words (``ngx_http_upstream_connect``,
-    ``ngx_ssl_handshake``; the same words as ``proxy/downstream.py``)."""
-    if isinstance(exc, ssl.SSLCertVerificationError):
-        return f"upstream SSL certificate verify error: ({exc.verify_code}:{exc.verify_message})"
-    if isinstance(exc, ssl.SSLError):
-        return f"SSL_do_handshake() failed ({exc.reason or exc})"
-    if exc.errno is None:
-        # The loop reports a peer that closed during the TLS handshake as a bare
-        # ConnectionResetError; ngx_ssl_handshake says "peer closed connection".
-        return "peer closed connection in SSL handshake" if tls else f"connect() failed ({exc})"
-    return f"connect() failed ({exc.errno}: {exc.strerror})"
-
-
 def _tls_location(worker: Worker, key: str) -> LocationConf | None:
     """The first location, in configuration order, that proxies to group ``key`` with
     ``proxy_pass https://``; its context in ``worker.upstream_tls`` is the one checks use."""
@@ -149,7 +131,7 @@ class HealthChecker:
         (for the log line), having closed the connection either way."""
         conf = peer.conf
         probe = Probe(self.conf.uri, conf.name, ping=self.conf.ping)
-        action = _SSL_HANDSHAKING if self.tls is not None else _CONNECTING
+        action = SSL_HANDSHAKING if self.tls is not None else CONNECTING
         writer: asyncio.StreamWriter | None = None
         try:
             async with asyncio.timeout(self.conf.timeout):
@@ -166,7 +148,7 @@ class HealthChecker:
                 except TimeoutError:
                     raise  # worded below, with the step that timed out
                 except OSError as exc:
-                    return _connect_failure(exc, self.tls is not None)
+                    return connect_failure(exc, self.tls is not None)[0]
                 writer.write(probe.data_to_send())
                 while not probe.done:
                     action = probe.action
@@ -182,7 +164,7 @@ class HealthChecker:
                         probe.receive_eof()
                     writer.write(probe.data_to_send())
         except TimeoutError:
-            return f"{_TIMED_OUT} while {action}"
+            return f"{TIMED_OUT} while {action}"
         finally:
             if writer is not None:
                 writer.close()  # after writing the Close frame, when the check passed

@@ -10,12 +10,47 @@ straight to the client transport, with back-pressure, until :attr:`done` resolve
 from __future__ import annotations
 
 import asyncio
+import ssl
 from typing import Any, cast
 
 from wsgate.errors import HTTPError
 from wsgate.http.parser import ChunkedDecoder, ResponseHead, find_head_end, parse_response_head
 
-__all__ = ["BodyMode", "UpstreamClosed", "UpstreamProtocol"]
+__all__ = [
+    "CONNECTING",
+    "SSL_HANDSHAKING",
+    "TIMED_OUT",
+    "BodyMode",
+    "UpstreamClosed",
+    "UpstreamProtocol",
+    "connect_failure",
+]
+
+# nginx's words for a failed connect (ngx_http_upstream_connect, ngx_ssl_handshake,
+# ngx_http_upstream_next): the proxy and the health checks both log them.
+TIMED_OUT = "upstream timed out (110: Connection timed out)"
+CONNECTING = "connecting to upstream"
+SSL_HANDSHAKING = "SSL handshaking to upstream"
+
+
+def connect_failure(exc: OSError, tls: bool) -> tuple[str, str]:
+    """``(message, action)`` for a connect or TLS handshake to a peer that raised ``exc``
+    (``tls``: a handshake was part of it); the caller logs them as ``message while
+    action``."""
+    if isinstance(exc, TimeoutError):
+        return TIMED_OUT, CONNECTING  # proxy_connect_timeout covers both steps
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        message = f"upstream SSL certificate verify error: ({exc.verify_code}:{exc.verify_message})"
+        return message, SSL_HANDSHAKING
+    if isinstance(exc, ssl.SSLError):
+        return f"SSL_do_handshake() failed ({exc.reason or exc})", SSL_HANDSHAKING
+    if exc.errno is None and tls:
+        # The loop reports a peer that closed during the TLS handshake as a bare
+        # ConnectionResetError; ngx_ssl_handshake says "peer closed connection".
+        return "peer closed connection in SSL handshake", SSL_HANDSHAKING
+    if exc.errno is None:
+        return f"connect() failed ({exc})", CONNECTING
+    return f"connect() failed ({exc.errno}: {exc.strerror})", CONNECTING
 
 
 def _fail(future: asyncio.Future[Any], exc: BaseException) -> None:
