@@ -39,6 +39,8 @@ if TYPE_CHECKING:
 __all__ = ["HealthChecker", "checkers_for"]
 
 READ_SIZE = 16 * 1024
+
+
 def _tls_location(worker: Worker, key: str) -> LocationConf | None:
     """The first location, in configuration order, that proxies to group ``key`` with
     ``proxy_pass https://``; its context in ``worker.upstream_tls`` is the one checks use."""

@@ -20,6 +20,9 @@ Theory of operation (docs/websocket.md):
 * Winding down: once wsgate has sent its Close frames it passes nothing more on and
   waits for each side's Close (or end) for at most :data:`CLOSE_GRACE` seconds, then
   closes the tunnel as the plain relay does.
+* Half-close: a side that sends EOF after its Close frame has its EOF passed on
+  (:meth:`FrameTunnel.half_close`), so the other side's answering Close still reaches it,
+  as over a direct connection. The plain relay closes both at the first EOF, as nginx.
 """
 
 from __future__ import annotations
@@ -71,6 +74,8 @@ class FrameSide(TunnelSide):
         if tunnel.winding:
             tunnel.side_ended(self)
             return False
+        if tunnel.half is None and tunnel.half_close(self):
+            return True  # the other side may still answer: keep our write side open
         return super().eof_received()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -90,6 +95,7 @@ class FrameTunnel(Tunnel):
     __slots__ = (
         "close_code",
         "drain_conf",
+        "half",
         "log",
         "ping_interval",
         "ping_timeout",
@@ -129,6 +135,7 @@ class FrameTunnel(Tunnel):
         self.close_code: int | None = None  # $ws_close_code
         self.drain_conf = loc.websocket_drain
         self.winding = False
+        self.half: FrameSide | None = None  # a side that sent its Close, then EOF
         self.wind_timer: asyncio.TimerHandle | None = None
         self.ping_interval = loc.websocket_ping_interval
         self.ping_timeout = loc.websocket_ping_timeout
@@ -238,6 +245,26 @@ class FrameTunnel(Tunnel):
         side.answered = True
         side.transport.abort()
         self.wind_down({self._other(side): CLOSE_GOING_AWAY}, f"{side.name} did not answer ping")
+
+    def half_close(self, side: FrameSide) -> bool:
+        """``side`` sent EOF after a Close frame: pass the EOF on (``write_eof``) and keep
+        relaying the other way until the other side ends too (for at most CLOSE_GRACE).
+        Returns False, for the plain relay's close of both, when ``side`` sent no Close or
+        the other transport cannot half-close (TLS).
+
+        RFC 6455 §7.1.1: the server closes the TCP connection first. A server that fails
+        the connection may shut down its sending side while still reading the client's
+        Close; a direct client's answer reaches it, so through wsgate it must too.
+        """
+        other = self._other(side)
+        if self.closed or side.scanner.close_code is None:
+            return False
+        if not other.transport.can_write_eof():
+            return False
+        other.transport.write_eof()
+        self.half = side
+        self.wind_timer = self.loop.call_later(CLOSE_GRACE, self.close, f"{side.name} closed")
+        return True
 
     # -- winding down with Close frames -------------------------------------------------
 
