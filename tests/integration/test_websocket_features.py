@@ -370,6 +370,7 @@ async def test_messages_and_close_code_are_logged(tmp_path: Path) -> None:
                 await ws.close(4321, "bye")
             line = await wait_for_line(tmp_path / "ws.log", "101 ")
             assert line == "101 4 4 4321"
+            await asyncio.wait_for(b.closed.wait(), WAIT)
             assert b.close_codes == [4321]
 
 
