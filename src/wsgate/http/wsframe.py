@@ -199,7 +199,8 @@ class FrameScanner:
       message's total, is over the limit is not passed on; ``on_violation(code, why)``
       runs and the direction drops everything after it (it still finds Close frames).
     * ``expect``: the payload of a Ping wsgate sent toward the source. The Pong that
-      carries it is removed from the stream and ``on_pong()`` runs; other Pongs pass.
+      carries it is removed from the stream and ``on_pong(frame_size)`` runs; other Pongs
+      pass.
     * :meth:`inject`: wsgate's own frame goes out now when the direction is at a frame
       boundary, else right after the current frame.
 
@@ -247,7 +248,7 @@ class FrameScanner:
         self.final = False  # the last pending frame is a Close: nothing passes after it
         self.dropping = False  # pass nothing on (after wsgate's Close or a violation)
         self.on_close: Callable[[int], None] | None = None
-        self.on_pong: Callable[[], None] | None = None
+        self.on_pong: Callable[[int], None] | None = None  # gets the Pong frame's size
         self.on_violation: Callable[[int, str], None] | None = None
 
     def feed(self, data: bytes) -> bytes:
@@ -388,7 +389,7 @@ class FrameScanner:
             if payload == expect:
                 self.expect = None
                 if self.on_pong is not None:
-                    self.on_pong()
+                    self.on_pong(len(held))
             elif not self.dropping:
                 out.append(bytes(held))
             return pos

@@ -152,6 +152,7 @@ class FrameTunnel(Tunnel):
             scanner.max_message = loc.websocket_max_message_size
             scanner.on_close = self._close_handler(side)
             scanner.on_violation = self._violation_handler(side)
+            scanner.on_pong = self._pong_handler(side)
 
     def _other(self, side: FrameSide) -> FrameSide:
         return self.upstream if side is self.client else self.client
@@ -207,22 +208,31 @@ class FrameTunnel(Tunnel):
         now = self.loop.time()
         wake = now + self.ping_interval
         for side in self.pinged:
-            if side.ping_deadline is not None:
-                if now >= side.ping_deadline - 0.001:
-                    if side.nbytes == side.ping_mark:
+            if side.ping_deadline is not None:  # no Pong yet
+                if side.nbytes == side.ping_mark:  # ...and not a byte since the Ping
+                    if now >= side.ping_deadline - 0.001:
                         self._dead(side)
                         return
-                    side.ping_deadline = None  # it answered (or sent anything at all)
-                    side.tick_mark = side.nbytes
-                    side.next_ping = now + self.ping_interval
-            elif now >= side.next_ping - 0.001:
+                    wake = min(wake, side.ping_deadline)
+                    continue
+                side.ping_deadline = None  # it sent something: alive
+            if now >= side.next_ping - 0.001:
+                # Idle: nothing since the last look but the Pong to wsgate's own Ping
+                # (its size is added to tick_mark when it comes, see _pong_handler).
                 if side.nbytes == side.tick_mark:
                     self._ping(side, now)
+                    wake = min(wake, now + self.ping_timeout)
                 side.tick_mark = side.nbytes
                 side.next_ping = now + self.ping_interval
-            due = side.ping_deadline if side.ping_deadline is not None else side.next_ping
-            wake = min(wake, due)
+            wake = min(wake, side.next_ping)
         self.ping_timer = self.loop.call_at(wake, self._ping_tick)
+
+    def _pong_handler(self, side: FrameSide) -> Callable[[int], None]:
+        def on_pong(size: int) -> None:
+            side.ping_deadline = None
+            side.tick_mark += size  # the answer is no traffic of the side's own
+
+        return on_pong
 
     def _ping(self, side: FrameSide, now: float) -> None:
         """Send ``side`` a Ping at the next frame boundary toward it; its Pong is ours."""

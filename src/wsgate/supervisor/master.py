@@ -15,8 +15,9 @@ Theory of operation (``ngx_master_process_cycle``, nginx-semantics.md §2.4, §6
   bad, the error is logged and the old workers keep running. If it is good, the master
   starts a new generation of workers (which accept at once), then retires the old ones
   with :data:`RETIRE` (QUIT in nginx; the same graceful stop, told apart only by
-  ``websocket_drain``). An old worker stops accepting, finishes its HTTP requests, and keeps its tunnels,
-  with the old configuration, until they end or ``worker_shutdown_timeout`` passes.
+  ``websocket_drain``). An old worker stops accepting, finishes its HTTP requests, and
+  keeps its tunnels, with the old configuration, until they end or
+  ``worker_shutdown_timeout`` passes.
 * A worker that dies without being asked to is logged (``[alert] worker process N exited
   on signal 9``) and replaced. Workers hold the read end of a pipe whose write end only
   the master keeps; if the master dies, they see EOF and stop gracefully.

@@ -131,14 +131,14 @@ def test_own_pong_removed_others_pass(mask: bool) -> None:
     theirs = ws(Opcode.PONG, b"other!!!", mask=mask)  # same length, other payload
     mine = ws(Opcode.PONG, ours, mask=mask)
     text = ws(Opcode.TEXT, b"hi", mask=mask)
-    pongs: list[bool] = []
+    pongs: list[int] = []
     scanner = FrameScanner()
-    scanner.on_pong = lambda: pongs.append(True)
+    scanner.on_pong = pongs.append
     scanner.expect = ours
     wire = text + theirs + mine + text
     out = run(scanner, [wire[i : i + 3] for i in range(0, len(wire), 3)])
     assert out == text + theirs + text
-    assert pongs == [True] and scanner.expect is None
+    assert pongs == [len(mine)] and scanner.expect is None
     # Once answered, an identical Pong is not ours any more: it passes.
     assert scanner.feed(mine) == mine
 
