@@ -26,7 +26,7 @@ Medians = dict[str, dict[str, dict[str, float]]]
 
 def _nginx_for(target: str) -> str | None:
     if target.startswith("wsgate-"):
-        return "nginx-" + target.split("-", 1)[1]
+        return "nginx-" + target.rsplit("-", 1)[1]  # wsgate[-frames]-Nw -> nginx-Nw
     if target.startswith("nginx-"):
         return target
     return None

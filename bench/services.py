@@ -171,8 +171,16 @@ def node_backends(workdir: Path, n: int = 2) -> Iterator[list[Service]]:
             s.stop()
 
 
-def proxy_conf(port: int, backends: Sequence[int], workers: int, nginx: bool) -> str:
-    """The article-style configuration (see the module docstring)."""
+# What turns wsgate's frame-aware relay on without changing the traffic: limits no
+# benchmark message reaches and a Ping interval longer than any run (docs/websocket.md).
+FRAMES = "   websocket_max_message_size 16m;\n   websocket_ping_interval 300s;\n"
+
+
+def proxy_conf(
+    port: int, backends: Sequence[int], workers: int, nginx: bool, frames: bool = False
+) -> str:
+    """The article-style configuration (see the module docstring); ``frames`` adds
+    :data:`FRAMES` to the location."""
     nofile = min(NOFILE, _hard_nofile())
     servers = "".join(f"  server 127.0.0.1:{b};\n" for b in backends)
     temp = "".join(f" {k}_temp_path tmp/{k};\n" for k in _TEMP_PATHS) if nginx else ""
@@ -204,6 +212,7 @@ def proxy_conf(port: int, backends: Sequence[int], workers: int, nginx: bool) ->
         "   proxy_http_version 1.1;\n"
         "   proxy_set_header Upgrade $http_upgrade;\n"
         "   proxy_set_header Connection $connection_upgrade;\n"
+        f"{FRAMES if frames else ''}"
         "  }\n"
         " }\n"
         "}\n"
@@ -250,12 +259,14 @@ def nginx_proxy(workdir: Path, name: str, backends: Sequence[int], workers: int)
     return _started(name, _spawn(cmd, log), port, log)
 
 
-def wsgate_proxy(workdir: Path, name: str, backends: Sequence[int], workers: int) -> Service:
+def wsgate_proxy(
+    workdir: Path, name: str, backends: Sequence[int], workers: int, frames: bool = False
+) -> Service:
     """Start ``wsgate proxy`` (master + ``workers`` workers); the caller stops it."""
     prefix = _prefix(workdir, name)
     port = free_ports(1)[0]
     conf = prefix / "wsgate.conf"
-    conf.write_text(proxy_conf(port, backends, workers, nginx=False))
+    conf.write_text(proxy_conf(port, backends, workers, nginx=False, frames=frames))
     log = prefix / "stderr.log"
     cmd = [sys.executable, "-m", "wsgate", "proxy", "-c", str(conf), "-p", str(prefix)]
     return _started(name, _spawn(cmd, log), port, log)
