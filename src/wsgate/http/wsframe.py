@@ -254,11 +254,27 @@ class FrameScanner:
     def feed(self, data: bytes) -> bytes:
         """Take a chunk from the source; return the bytes to write to the destination."""
         rem = self.remaining
-        if rem > len(data) and self.held is None and not self.collect and not self.dropping:
-            # Inside a frame's payload that goes on past this chunk: the common case.
-            self.remaining = rem - len(data)
-            self.partial = True
-            return data
+        n = len(data)
+        if rem:
+            if rem > n and self.held is None and not self.collect and not self.dropping:
+                # Inside a frame's payload that goes on past this chunk (bulk transfers).
+                self.remaining = rem - n
+                self.partial = True
+                return data
+        elif n > 1 and not self.head and not self.dropping and not self.message_size:
+            # Exactly one whole small message (FIN text or binary): the common case of
+            # chat-like traffic, counted without the general scan.
+            b0, b1 = data[0], data[1]
+            length = b1 & 0x7F
+            if (
+                (b0 & 0x8F == 0x81 or b0 & 0x8F == 0x82)  # FIN, any RSV (extensions)
+                and length < 126
+                and length + (6 if b1 & 0x80 else 2) == n
+                and (not self.max_frame or length <= self.max_frame)
+                and (not self.max_message or length <= self.max_message)
+            ):
+                self.messages += 1
+                return data
         return self._scan(data)
 
     def inject(self, data: bytes, final: bool = False) -> bytes | None:

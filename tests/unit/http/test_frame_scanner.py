@@ -214,3 +214,20 @@ def test_built_frames_parse_with_websockets() -> None:
         except StopIteration as stop:
             got = stop.value
         assert got.opcode == Opcode.CLOSE and struct.unpack("!H", got.data[:2]) == (1012,)
+
+
+@pytest.mark.parametrize("rsv", [0, 0x40], ids=["plain", "rsv1-compressed"])
+def test_single_frame_chunks_counted_and_limited(rsv: int) -> None:
+    """One whole message per chunk (the fast path): counted, limited, passed uncopied."""
+    scanner = FrameScanner(max_message=100)
+    violations: list[int] = []
+    scanner.on_violation = lambda code, why: violations.append(code)
+    for n in (0, 1, 100):
+        chunk = bytearray(ws(Opcode.BINARY, b"b" * n))
+        chunk[0] |= rsv
+        data = bytes(chunk)
+        assert scanner.feed(data) is data
+    assert scanner.messages == 3 and not violations
+    over = ws(Opcode.TEXT, b"t" * 101)
+    assert scanner.feed(over) == b""
+    assert violations == [CLOSE_MESSAGE_TOO_BIG] and scanner.messages == 3
