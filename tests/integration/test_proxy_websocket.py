@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import gc
 import os
 import socket
 from pathlib import Path
 
+import pytest
 from websockets.asyncio.client import connect
 
 from tests.support.backend import RecordingBackend
@@ -15,6 +17,7 @@ from tests.support.confs import article_conf
 from tests.support.ports import free_port, free_ports
 from tests.support.wsgate import proxy_in_process
 from wsgate.echo.server import Mode, serve_echo
+from wsgate.proxy.stats import ACTIVE, WRITING
 
 
 async def _echo_servers(
@@ -274,3 +277,112 @@ async def test_worker_connections_counts_a_tunnel_twice(tmp_path: Path) -> None:
                 w.close()
         log = (tmp_path / "logs" / "error.log").read_text()
         assert "3 worker_connections are not enough" in log
+
+
+async def test_idle_tunnels_share_one_idle_check(tmp_path: Path) -> None:
+    """proxy_read_timeout: one timer per worker and timeout value, not one per tunnel; an
+    idle tunnel closes between the timeout and one step (an eighth) after it."""
+    port = free_port()
+    async with RecordingBackend("a") as backend:
+        conf = article_conf(port, [backend.port], read_timeout="2s")
+        async with proxy_in_process(conf, tmp_path) as worker:
+            loop = asyncio.get_running_loop()
+            clients = []
+            for _ in range(3):
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                writer.write(_handshake()[0])
+                await _read_head(reader)
+                clients.append((reader, writer, loop.time()))
+            (sweep,) = worker.idle_sweeps.values()
+            assert sweep.step == 0.25 and sweep.timer is not None
+            assert sweep.tunnels == worker.tunnels and len(worker.tunnels) == 3
+            for reader, writer, opened in clients:
+                assert await asyncio.wait_for(reader.read(), 20) == b""
+                # 2 s idle, plus a step of 0.25 s; the rest is slack for a busy machine.
+                assert 1.95 <= loop.time() - opened < 3.5
+                writer.close()
+            for _ in range(500):
+                if not worker.tunnels:
+                    break
+                await asyncio.sleep(0.01)
+            assert not worker.tunnels and not sweep.tunnels and sweep.timer is None
+
+
+@pytest.mark.parametrize("kept", [False, True])
+async def test_tunnel_log_line_rendered_at_the_101(tmp_path: Path, kept: bool) -> None:
+    """A tunnel's access-log line is rendered when it opens but for what only its end
+    knows. A map over such a variable keeps the whole request to the end instead (kept):
+    the line is the same either way."""
+    port = free_port()
+    moved = "$moved" if kept else "$body_bytes_sent"
+    fmt = (
+        f'log_format t \'{moved}|$body_bytes_sent|$bytes_received|$http_x_test|$status|"$request"'
+        "|$sent_http_upgrade|$upstream_http_upgrade|$connection_upgrade|$upstream_status';"
+    )
+    extra = fmt + " map $body_bytes_sent $moved { default $body_bytes_sent; }"
+    async with RecordingBackend("a") as backend:
+        conf = article_conf(port, [backend.port], extra_http=extra, access_log="logs/access.log t")
+        async with proxy_in_process(conf, tmp_path) as worker:
+            (loc,) = worker.http.servers[0].locations
+            assert worker.renders_tunnel_logs(loc) is not kept
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            head, _ = _handshake()
+            writer.write(head.replace(b"\r\n\r\n", b"\r\nX-Test: a\xe9\r\n\r\n"))
+            await _read_head(reader)
+            writer.write(b"hello")
+            assert await asyncio.wait_for(reader.readexactly(5), 10) == b"hello"
+            writer.close()
+            for _ in range(500):
+                if not worker.tunnels:
+                    break
+                await asyncio.sleep(0.01)
+    line = (tmp_path / "logs" / "access.log").read_text().splitlines()
+    length = len(head) + len(b"X-Test: a\xe9\r\n")
+    assert line == [
+        f'5|5|{length + 5}|a\\xE9|101|"GET /ws HTTP/1.1"|websocket|websocket|upgrade|101'
+    ]
+
+
+async def test_an_idle_tunnel_keeps_no_request_state(tmp_path: Path) -> None:
+    """After the 101 the client connection's protocol, the request, its variables and the
+    upstream protocol are freed: an idle tunnel holds its Tunnel, sides and TunnelEnd."""
+    from wsgate.proxy.downstream import Downstream, Request, TunnelEnd
+    from wsgate.proxy.tunnel import Tunnel
+    from wsgate.proxy.upstream import UpstreamProtocol
+    from wsgate.vars.registry import RequestVars
+
+    kinds = (Downstream, Request, RequestVars, UpstreamProtocol, Tunnel, TunnelEnd)
+
+    def alive() -> dict[type, int]:
+        gc.collect()
+        counts = dict.fromkeys(kinds, 0)
+        for obj in gc.get_objects():
+            if type(obj) in counts:
+                counts[type(obj)] += 1
+        return counts
+
+    port = free_port()
+    async with RecordingBackend("a") as backend:
+        async with proxy_in_process(article_conf(port, [backend.port]), tmp_path) as worker:
+            before = alive()
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(_handshake()[0])
+            await _read_head(reader)
+            assert len(worker.tunnels) == 1 and not worker.connections
+            after = alive()
+            grown = {k.__name__: after[k] - before[k] for k in kinds if after[k] != before[k]}
+            assert grown == {"Tunnel": 1, "TunnelEnd": 1}
+            (tunnel,) = worker.tunnels
+            for side in (tunnel.client, tunnel.upstream):  # set by the event loop
+                sock = side.transport.get_extra_info("socket")
+                assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+            # stub_status: one active connection, writing (nginx: until the request ends).
+            totals = worker.stats.table.totals()
+            assert (totals[ACTIVE], totals[WRITING]) == (1, 1)
+            writer.close()
+            for _ in range(500):
+                if not worker.tunnels:
+                    break
+                await asyncio.sleep(0.01)
+            totals = worker.stats.table.totals()
+            assert (totals[ACTIVE], totals[WRITING]) == (0, 0)

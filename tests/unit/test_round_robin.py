@@ -341,7 +341,7 @@ def test_backup_list_is_used_for_the_rest_of_the_request() -> None:
     x = other.get(0)
     assert x is not None and x.conf.server == "x"
     assert other.on_backups
-    assert other.tried == {x.index}
+    assert other.has_tried(x) and other.tried == 1 << x.index
     holder.free(a, Outcome.SUCCESS, 0)
     other.free(x, Outcome.FAILED, 0)
     y = other.get(0)

@@ -11,7 +11,13 @@ from wsgate.conf.model import MainConf
 from wsgate.http.parser import parse_request_head
 from wsgate.routing import parse_target
 from wsgate.vars.compile import Capture, Var, VariableSyntaxError, compile_value
-from wsgate.vars.registry import ConnInfo, RequestVars, escape_log_value
+from wsgate.vars.registry import (
+    TUNNEL_LATE,
+    ConnInfo,
+    RequestVars,
+    escape_log_value,
+    reads_late,
+)
 
 CONF = """
 events {}
@@ -25,6 +31,9 @@ http {
     ~^api(\\d+)\\. api$1;
   }
   map $arg_x $no_default { a 1; }
+  map $status $late_direct { default $bytes_sent; }
+  map $http_x $late_inner { default $late_direct; }
+  map $request_method $early { ~^(G)ET $1-$http_host; default other; }
   server { listen 127.0.0.1:8080; server_name first.test second.test; }
 }
 """
@@ -170,3 +179,47 @@ def test_time_formats(tmp_path: Path, conf: MainConf) -> None:
         r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d\d:\d\d", rv.get("time_iso8601") or ""
     )
     assert rv.get("msec") == "1700000000.500"
+
+
+def test_reads_late_follows_maps(conf: MainConf) -> None:
+    """A template may be rendered at a tunnel's 101 unless one of its maps reads a variable
+    known only at the end (through other maps too); a late variable of its own is fine."""
+    assert conf.http is not None
+    maps = conf.http.maps
+    late = TUNNEL_LATE
+    assert not reads_late(compile_value("$bytes_sent $request_time $early $1"), maps, late)
+    assert reads_late(compile_value("$status $late_direct"), maps, late)
+    assert reads_late(compile_value("$late_inner"), maps, late)
+    assert not reads_late(compile_value("$late_inner"), maps, frozenset())
+
+
+@pytest.mark.parametrize("escape", ["default", "json", "none"])
+def test_prerendered_log_line_is_the_line_at_the_end(conf: MainConf, escape: str) -> None:
+    """prerender_log now, evaluate_log_parts later: the line evaluate_log writes then."""
+    raw = b'GET /p?a=1 HTTP/1.1\r\nHost: h.test\r\nUser-Agent: "x"\r\n\r\n'
+    cv = compile_value(
+        '$remote_addr "$request" $status $body_bytes_sent $bytes_sent "$http_user_agent" '
+        "$http_referer $early $1 $upstream_addr $upstream_status $request_time $arg_a"
+    )
+    ahead, whole = rv_for(conf, raw), rv_for(conf, raw)
+    for rv in (ahead, whole):
+        rv.status = 101
+        rv.upstream_addr = ["127.0.0.1:1"]
+    parts = ahead.prerender_log(cv, escape, TUNNEL_LATE)
+    # Text between the late variables is joined; the late ones stay variables.
+    assert [p for p in parts if isinstance(p, Var)] == [
+        Var("body_bytes_sent"),
+        Var("bytes_sent"),
+        Var("upstream_status"),
+        Var("request_time"),
+    ]
+    kinds = [isinstance(p, str) for p in parts]
+    assert [True, True] not in [kinds[i : i + 2] for i in range(len(kinds))]
+    assert conf.http is not None
+    end = RequestVars.totals(conf.http.servers[0], start=0.0, request_length=0)
+    for rv in (end, whole):
+        rv.status = 101
+        rv.body_bytes_sent, rv.bytes_sent = 5, 200
+        rv.upstream_status = ["502", "101"]
+        rv.end_time = 2.5
+    assert end.evaluate_log_parts(parts, escape) == whole.evaluate_log(cv, escape)

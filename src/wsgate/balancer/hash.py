@@ -112,7 +112,7 @@ class HashPick(RoundRobinPick):
             self.hash += (zlib.crc32(prefix + self.key) >> 16) & 0x7FFF
             self.rehash += 1
             peer = peer_at_weight(peers, self.hash % balancer.total_weight)
-            if peer.index not in self.tried and is_usable(peer, now):
+            if not self.has_tried(peer) and is_usable(peer, now):
                 return self.take(peer, now)
             self.hash_tries += 1
             if self.hash_tries > MAX_HASH_TRIES:
@@ -227,7 +227,7 @@ class ConsistentHashPick(RoundRobinPick):
             best: PeerState | None = None
             total = 0
             for peer in balancer.peers:
-                if peer.index in self.tried or not is_usable(peer, now):
+                if self.has_tried(peer) or not is_usable(peer, now):
                     continue
                 if peer.conf.server != server:
                     continue

@@ -101,7 +101,7 @@ class IpHashPick(RoundRobinPick):
             for byte in self.key:
                 h = (h * 113 + byte) % 6271
             peer = peer_at_weight(peers, h % balancer.total_weight)
-            if peer.index not in self.tried and is_usable(peer, now):
+            if not self.has_tried(peer) and is_usable(peer, now):
                 break
             self.hash_tries += 1
             if self.hash_tries > MAX_HASH_TRIES:

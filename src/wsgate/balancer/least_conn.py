@@ -62,7 +62,7 @@ class LeastConnPick(RoundRobinPick):
         best: PeerState | None = None
         many = False
         for peer in peers:
-            if peer.index in self.tried or not is_usable(peer, now):
+            if self.has_tried(peer) or not is_usable(peer, now):
                 continue
             if best is None or peer.conns * best.conf.weight < best.conns * peer.conf.weight:
                 best, many = peer, False
@@ -75,7 +75,7 @@ class LeastConnPick(RoundRobinPick):
             # One smooth weighted round over the tied peers, from the first of them on.
             first = best
             for peer in peers[first.index :]:
-                if peer.index in self.tried or not is_usable(peer, now):
+                if self.has_tried(peer) or not is_usable(peer, now):
                     continue
                 if peer.conns * first.conf.weight != first.conns * peer.conf.weight:
                     continue

@@ -112,7 +112,7 @@ class RandomPick(RoundRobinPick):
         """The first usable draw, or ``None`` once the spare tries are spent."""
         while True:
             peer = self.source.draw()
-            if peer.index not in self.tried and is_usable(peer, now):
+            if not self.has_tried(peer) and is_usable(peer, now):
                 return peer
             self.draw_tries += 1
             if self.draw_tries > MAX_RANDOM_TRIES:
@@ -123,7 +123,7 @@ class RandomPick(RoundRobinPick):
         first: PeerState | None = None
         while True:
             peer = self.source.draw()
-            if peer is not first and peer.index not in self.tried and is_usable(peer, now):
+            if peer is not first and not self.has_tried(peer) and is_usable(peer, now):
                 if first is None:
                     first = peer
                 else:

@@ -11,7 +11,7 @@ Theory of operation:
   peers and the backup peers, each a :class:`~wsgate.balancer.base.PeerState`.
 * :meth:`RoundRobin.pick` starts a request. The :class:`RoundRobinPick` it returns works on
   the primary list until a ``get`` finds no usable primary; from then on the request uses
-  the backup list only (with a fresh ``tried`` set), as nginx switches ``rrp->peers``.
+  the backup list only (with ``tried`` cleared), as nginx switches ``rrp->peers``.
 * Each ``get`` runs one round of smooth weighted round robin over the usable peers of the
   current list: every usable peer gains its ``effective_weight``, the heaviest wins (first in
   config order on a tie) and pays back the round's total.
@@ -164,7 +164,7 @@ class RoundRobinPick(Pick):
             if peer is None and balancer.backups:
                 # The `failed:` path: this request moves to the backups for good.
                 self.on_backups = True
-                self.tried.clear()
+                self.tried = 0
                 peer = self.select(balancer.backups, now)
         if peer is None:
             return None
@@ -182,7 +182,7 @@ class RoundRobinPick(Pick):
         best: PeerState | None = None
         total = 0
         for peer in peers:
-            if peer.index in self.tried or not is_usable(peer, now):
+            if self.has_tried(peer) or not is_usable(peer, now):
                 continue
             peer.current_weight += peer.effective_weight
             total += peer.effective_weight
@@ -204,7 +204,7 @@ class RoundRobinPick(Pick):
         ``fail_timeout`` has passed since the last check (the tail of
         ``ngx_http_upstream_get_peer``; the other methods' ``get`` repeat it).
         """
-        self.tried.add(peer.index)
+        self.tried |= 1 << peer.index
         seconds = whole_seconds(now)
         if seconds - peer.checked > peer.conf.fail_timeout:
             peer.checked = seconds

@@ -1,7 +1,9 @@
 """Access log files: one writer per path, shared by every ``access_log`` naming it.
 
 A line is written (unbuffered, ``O_APPEND``) when a request or tunnel is finalized, as
-nginx does without ``buffer=``. :meth:`AccessLogs.reopen` serves USR1 / log rotation.
+nginx does without ``buffer=``; a tunnel's line is rendered when it opens but for the
+variables known only at its end (:meth:`AccessLogs.write_parts`).
+:meth:`AccessLogs.reopen` serves USR1 / log rotation.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ import contextlib
 import os
 
 from wsgate.conf.model import AccessLogConf
-from wsgate.vars.compile import to_bytes
+from wsgate.vars.compile import Var, to_bytes
 from wsgate.vars.registry import RequestVars
 
 __all__ = ["AccessLogs"]
@@ -51,6 +53,19 @@ class AccessLogs:
         for conf in logs:
             line = rv.evaluate_log(conf.format.template, conf.format.escape) + "\n"
             # A full disk must not stop the proxy; nginx also goes on after a failed write.
+            with contextlib.suppress(OSError):
+                os.write(self.open(conf.path), to_bytes(line))
+
+    def write_parts(
+        self,
+        logs: tuple[AccessLogConf, ...],
+        lines: tuple[tuple[str | Var, ...], ...],
+        rv: RequestVars,
+    ) -> None:
+        """Write lines rendered ahead (``RequestVars.prerender_log``, one per log of
+        ``logs``), their remaining variables taken from ``rv``."""
+        for conf, parts in zip(logs, lines, strict=True):
+            line = rv.evaluate_log_parts(parts, conf.format.escape) + "\n"
             with contextlib.suppress(OSError):
                 os.write(self.open(conf.path), to_bytes(line))
 

@@ -13,6 +13,10 @@ Theory of operation (states of :attr:`Downstream.state`):
 * ``RESPONSE`` - the response body streams from the peer to the client; the client's
   write-buffer callbacks pause and resume the peer (back-pressure).
 * ``TUNNEL`` - after a 101, both transports belong to a :class:`~wsgate.proxy.tunnel.Tunnel`.
+  Its owner, a :class:`TunnelEnd`, keeps what the end needs (the peer, the metrics, the
+  access-log lines rendered but for their late variables) and takes over this
+  connection's counts; the ``Downstream``, the request and its variables are freed, so an
+  idle tunnel costs little memory.
 * ``STATUS`` - wsgate answered a ``wsgate_status`` WebSocket itself: a
   :class:`~wsgate.proxy.status.StatusSocket` pushes snapshots and reads the client's Close.
 * ``CLOSED``.
@@ -25,7 +29,6 @@ tunnel (nginx-semantics.md §1.6); any other answer keeps the connection in HTTP
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -68,8 +71,8 @@ from wsgate.routing import (
     parse_target,
     regex_captures,
 )
-from wsgate.vars.compile import to_bytes, wire
-from wsgate.vars.registry import ConnInfo, RequestVars
+from wsgate.vars.compile import Var, to_bytes, wire
+from wsgate.vars.registry import TUNNEL_LATE, ConnInfo, RequestVars
 
 __all__ = ["Downstream"]
 
@@ -81,8 +84,6 @@ WAIT_BUFFER_LIMIT = 64 * 1024
 
 # Methods nginx never retries once the request was sent (ngx_http_upstream_next):
 _NON_IDEMPOTENT = frozenset({"POST", "LOCK", "PATCH"})
-
-_NODELAY_FAMILIES = (socket.AF_INET, socket.AF_INET6)
 
 
 class Rejected(HTTPError):
@@ -141,14 +142,34 @@ class Request:
     limits: list[tuple[str, str]] = field(default_factory=list)  # limit_conn slots held
 
 
-def _nodelay(transport: asyncio.BaseTransport) -> None:
-    sock = transport.get_extra_info("socket")
-    if sock is not None and sock.family in _NODELAY_FAMILIES:
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-
 class Downstream(asyncio.Protocol):
     """A client connection (see the module docstring for the states)."""
+
+    __slots__ = (
+        "body_parts",
+        "body_remaining",
+        "body_size",
+        "body_wire",
+        "buf",
+        "client_paused",
+        "conn",
+        "counted",
+        "decoder",
+        "default_server",
+        "loop",
+        "paused_reading",
+        "pipelined",
+        "request",
+        "send_timer",
+        "stage",
+        "state",
+        "status",
+        "task",
+        "timer",
+        "transport",
+        "upstream",
+        "worker",
+    )
 
     def __init__(self, worker: Worker) -> None:
         self.worker = worker
@@ -179,8 +200,8 @@ class Downstream(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports implement asyncio.Transport without subclassing it.
+        # TCP_NODELAY (tcp_nodelay on) is set by the event loop on every TCP transport.
         self.transport = cast(asyncio.Transport, transport)
-        _nodelay(transport)
         peer = transport.get_extra_info("peername") or ("", 0)
         local = transport.get_extra_info("sockname") or ("", 0)
         self.conn = ConnInfo(
@@ -487,14 +508,6 @@ class Downstream(asyncio.Protocol):
             counts[key] = counts.get(key, 0) + 1
             request.limits.append((name, key))
         return True
-
-    def _release_limits(self, request: Request) -> None:
-        for name, key in request.limits:
-            counts = self.worker.limit_conn[name]
-            counts[key] -= 1
-            if counts[key] <= 0:
-                del counts[key]
-        request.limits.clear()
 
     def _start_body(self, request: Request) -> None:
         head = request.head
@@ -1001,7 +1014,6 @@ class Downstream(asyncio.Protocol):
                 tls = loc.proxy_pass.scheme == "https"
                 return self._failed(request, peer, pick, t0, *_connect_failure(exc, tls), sent)
             assert proto.transport is not None
-            _nodelay(proto.transport)
             self.upstream = proto
             proto.transport.write(req_bytes)
             proto.sent = len(req_bytes)
@@ -1137,21 +1149,8 @@ class Downstream(asyncio.Protocol):
         rv.upstream_bytes_sent.append(proto.sent if proto is not None else 0)
         rv.upstream_bytes_received.append(proto.received if proto is not None else 0)
         disabled = pick.free(peer, outcome, now)
-        self._peer_metrics(request, peer, outcome, now)
+        _peer_metrics(self.worker, request.found.location, peer, outcome, now)
         return disabled
-
-    def _peer_metrics(
-        self, request: Request, peer: PeerState, outcome: Outcome, now: float
-    ) -> None:
-        """Count a failure of ``peer`` and refresh its group's ``wsgate_upstream_peer_up``
-        (after ``pick.free``, which may have disabled it)."""
-        loc = request.found.location
-        assert loc is not None and loc.proxy_pass is not None
-        worker = self.worker
-        group = worker.metric_groups[loc.proxy_pass.upstream]
-        if outcome is Outcome.FAILED:
-            worker.metrics.on_failure(group[0], peer.conf.name)
-        worker.metrics.update_peers((group,), now)
 
     # -- relaying a response -----------------------------------------------------------------
 
@@ -1371,9 +1370,9 @@ class Downstream(asyncio.Protocol):
         head_bytes = self._switch_protocols(request, loc, reason, headers)
         request.rv.upstream_headers = headers
         self.state = TUNNEL
+        # The request coroutine ends once the tunnel runs: drop it, the request and the
+        # UpstreamProtocol with its futures; the tunnel's end keeps what it needs.
         self.upstream = None
-        # The request coroutine ends once the tunnel runs: drop it (and the frame, the
-        # UpstreamProtocol and its futures it keeps) so an idle tunnel holds less memory.
         self.task = None
         self.request = None
         client_early = bytes(self.buf)
@@ -1382,82 +1381,47 @@ class Downstream(asyncio.Protocol):
         upstream_early = rest + bytes(proto.buf)
         proto.buf.clear()
         worker = self.worker
-        header_size = len(head_bytes)
-        # The peer's 101 head (and any interim answer); its later bytes are the tunnel's.
-        upstream_head = proto.received - len(upstream_early)
-        request_sent = proto.sent
-
-        def closed(
-            tunnel: Tunnel, why: str, exc: BaseException | None, timed_out: str | None
-        ) -> None:
-            rv = request.rv
-            if timed_out is not None:
-                who = "upstream" if timed_out == "upstream" else "client"
-                worker.error_log.log(
-                    "info",
-                    f"{who} timed out (110: Connection timed out)",
-                    request.ctx,
-                    "proxying upgraded connection",
-                )
-            elif isinstance(exc, OSError):
-                worker.error_log.log(
-                    "info",
-                    f"recv() failed ({exc.errno}: {exc.strerror})",
-                    request.ctx,
-                    "proxying upgraded connection",
-                )
-            now = self.loop.time()
-            from_client, from_upstream = tunnel.client.nbytes, tunnel.upstream.nbytes
-            rv.body_bytes_sent = from_upstream
-            rv.bytes_sent = header_size + from_upstream
-            rv.upstream_status.append("101")
-            rv.upstream_response_time.append(now - t0)
-            rv.upstream_bytes_sent.append(request_sent + from_client)
-            rv.upstream_bytes_received.append(upstream_head + from_upstream)
-            rv.tunnel_time = now - tunnel.started
-            rv.tunnel_received = from_client
-            if isinstance(tunnel, FrameTunnel):
-                rv.ws_messages_in, rv.ws_messages_out = tunnel.messages
-                rv.ws_close_code = tunnel.close_code
-            worker.metrics.on_tunnel_closed(rv.tunnel_time, from_client, from_upstream)
-            pick.free(peer, Outcome.SUCCESS, now)
-            self._peer_metrics(request, peer, Outcome.SUCCESS, now)
-            peer.tunnels -= 1
-            self._finalize(request)
-            self.state = CLOSED
-
-        def gone(tunnel: Tunnel) -> None:
-            # Both sockets are closed and their last bytes (a Close frame) written: only
-            # now may a draining worker count this connection as finished.
-            worker.tunnels.discard(tunnel)
-            self._uncount()
-            worker.forget(self)
-
+        # The tunnel's end takes over this connection's stub_status counts (active and
+        # writing) and its place among the worker's connections (a tunnel counts as two):
+        # this object, its buffers and its ConnInfo are then freed.
+        assert self.counted and self.stage == WRITING
+        self.counted = False
+        self.stage = 0
+        worker.connections.discard(self)
+        end = TunnelEnd(
+            worker,
+            request,
+            loc,
+            peer,
+            pick,
+            t0,
+            header_size=len(head_bytes),
+            # The peer's 101 head (and any interim answer); its later bytes are the tunnel's.
+            upstream_head=proto.received - len(upstream_early),
+            request_sent=proto.sent,
+            frames=loc.ws_frames,
+        )
+        sweep = worker.idle_sweep(loc.proxy_read_timeout)
         tunnel: Tunnel
         if loc.ws_frames:
-
-            def log(level: str, message: str) -> None:
-                worker.error_log.log(level, message, request.ctx, "proxying upgraded connection")
-
             tunnel = FrameTunnel(
                 self.loop,
                 self.transport,
                 proto.transport,
                 loc=loc,
-                on_close=closed,
-                on_gone=gone,
-                log=log,
+                owner=end,
+                sweep=sweep,
+                log=end.log,
             )
         else:
             tunnel = Tunnel(
                 self.loop,
                 self.transport,
                 proto.transport,
-                read_timeout=loc.proxy_read_timeout,
+                owner=end,
+                sweep=sweep,
                 send_timeout=loc.send_timeout,
                 proxy_send_timeout=loc.proxy_send_timeout,
-                on_close=closed,
-                on_gone=gone,
             )
         peer.tunnels += 1
         worker.tunnels.add(tunnel)
@@ -1496,19 +1460,12 @@ class Downstream(asyncio.Protocol):
 
     def _finalize(self, request: Request) -> None:
         """Write the access-log line (once per request)."""
-        rv = request.rv
-        if rv.end_time:
+        if request.rv.end_time:
             return
-        rv.end_time = time.time()
         if self.stage == WRITING:
             self._stage(0)
-        if request.limits:
-            self._release_limits(request)
-        rv.bytes_sent += request.continue_sent
-        rv.body_bytes_sent += request.continue_sent
         loc = request.found.location or request.server.defaults
-        self.worker.metrics.on_request(rv.status)
-        self.worker.access_logs.write(loc.access_log, rv)
+        _request_over(self.worker, request.rv, loc, request.limits, request.continue_sent, None)
 
     def _finish_request(self, request: Request) -> None:
         """The response is written: log, then keep-alive or close."""
@@ -1537,6 +1494,192 @@ class Downstream(asyncio.Protocol):
             self._parse_heads()
         else:
             self._arm(loc.keepalive_timeout, self._keepalive_timed_out)
+
+
+def _peer_metrics(
+    worker: Worker, loc: LocationConf | None, peer: PeerState, outcome: Outcome, now: float
+) -> None:
+    """Count a failure of ``peer`` and refresh its group's ``wsgate_upstream_peer_up``
+    (after ``pick.free``, which may have disabled it)."""
+    assert loc is not None and loc.proxy_pass is not None
+    group = worker.metric_groups[loc.proxy_pass.upstream]
+    if outcome is Outcome.FAILED:
+        worker.metrics.on_failure(group[0], peer.conf.name)
+    worker.metrics.update_peers((group,), now)
+
+
+def _request_over(
+    worker: Worker,
+    rv: RequestVars,
+    loc: LocationConf,
+    limits: list[tuple[str, str]] | None,
+    continue_sent: int,
+    lines: tuple[tuple[str | Var, ...], ...] | None,
+) -> None:
+    """A request is over (its stub_status stage already left): give back its limit_conn
+    slots, count it and write its access-log lines (``lines``: rendered ahead, a tunnel's)."""
+    rv.end_time = time.time()
+    if limits:
+        for name, key in limits:
+            counts = worker.limit_conn[name]
+            counts[key] -= 1
+            if counts[key] <= 0:
+                del counts[key]
+        limits.clear()
+    rv.bytes_sent += continue_sent
+    rv.body_bytes_sent += continue_sent
+    worker.metrics.on_request(rv.status)
+    if lines is None:
+        worker.access_logs.write(loc.access_log, rv)
+    else:
+        worker.access_logs.write_parts(loc.access_log, lines, rv)
+
+
+_UPGRADED = "proxying upgraded connection"
+
+
+class TunnelEnd:
+    """What the end of a tunnel needs of its request; the tunnel's owner.
+
+    At the end come the error-log line of a timeout or a failed read, the peer given back
+    to the balancer, the metrics and the access-log lines. An idle tunnel holds this, not
+    its request. The access-log lines are rendered when the tunnel opens, except for the
+    variables that keep changing until it ends (``TUNNEL_LATE``: byte counts, times).
+    Those are filled in at the end from a :meth:`RequestVars.totals`. So the request's
+    headers, its ``RequestVars`` and the peer's response headers are freed at the 101. The
+    error-log context is kept only when the error log writes info lines (a timeout is an
+    info line) or the tunnel follows frames. When a log format has a map that reads a late
+    variable, the line cannot be split: the whole request is kept and its lines are
+    rendered at the end, like those of any other request.
+    """
+
+    __slots__ = (
+        "continue_sent",
+        "ctx",
+        "header_size",
+        "limits",
+        "lines",
+        "loc",
+        "peer",
+        "pick",
+        "prior",
+        "request",
+        "request_length",
+        "request_sent",
+        "server",
+        "start",
+        "t0",
+        "upstream_head",
+        "worker",
+    )
+
+    def __init__(
+        self,
+        worker: Worker,
+        request: Request,
+        loc: LocationConf,
+        peer: PeerState,
+        pick: Pick,
+        t0: float,
+        *,
+        header_size: int,
+        upstream_head: int,
+        request_sent: int,
+        frames: bool,
+    ) -> None:
+        """``header_size``: the 101 head sent to the client; ``upstream_head``: bytes the
+        peer sent before the tunnel's; ``request_sent``: the request's bytes to the peer;
+        ``frames``: a frame-aware tunnel (it logs errors)."""
+        self.worker = worker
+        self.loc = loc
+        self.peer = peer
+        self.pick = pick
+        self.t0 = t0
+        self.header_size = header_size
+        self.upstream_head = upstream_head
+        self.request_sent = request_sent
+        self.ctx = request.ctx if frames or worker.error_log.enabled("info") else None
+        rv = request.rv
+        self.server = request.server
+        self.start = rv.start
+        self.request_length = rv.request_length
+        self.continue_sent = request.continue_sent
+        self.limits = request.limits or None
+        # Earlier attempts' figures (a failed peer before this one), if any.
+        self.prior: tuple[list[str], list[float], list[int], list[int]] | None = None
+        if rv.upstream_status:
+            self.prior = (
+                rv.upstream_status,
+                rv.upstream_response_time,
+                rv.upstream_bytes_sent,
+                rv.upstream_bytes_received,
+            )
+        self.request: Request | None = None
+        self.lines: tuple[tuple[str | Var, ...], ...] | None = None
+        if worker.renders_tunnel_logs(loc):
+            self.lines = tuple(
+                rv.prerender_log(al.format.template, al.format.escape, TUNNEL_LATE)
+                for al in loc.access_log
+            )
+        else:
+            self.request = request
+
+    def log(self, level: str, message: str) -> None:
+        """An error-log line with the request's context (the frame-aware tunnel's)."""
+        assert self.ctx is not None
+        self.worker.error_log.log(level, message, self.ctx, _UPGRADED)
+
+    def tunnel_closed(
+        self, tunnel: Tunnel, reason: str, exc: BaseException | None, timed_out: str | None
+    ) -> None:
+        """The tunnel closed: log, free the peer, count and write the access-log lines."""
+        worker = self.worker
+        if self.ctx is not None:
+            if timed_out is not None:
+                who = "upstream" if timed_out == "upstream" else "client"
+                self.log("info", f"{who} timed out (110: Connection timed out)")
+            elif isinstance(exc, OSError):
+                self.log("info", f"recv() failed ({exc.errno}: {exc.strerror})")
+        now = worker.loop.time()
+        from_client, from_upstream = tunnel.client.nbytes, tunnel.upstream.nbytes
+        request = self.request
+        if request is not None:
+            rv = request.rv
+        else:
+            rv = RequestVars.totals(
+                self.server, start=self.start, request_length=self.request_length
+            )
+            rv.status = 101
+            if self.prior is not None:
+                (
+                    rv.upstream_status,
+                    rv.upstream_response_time,
+                    rv.upstream_bytes_sent,
+                    rv.upstream_bytes_received,
+                ) = self.prior
+        rv.body_bytes_sent = from_upstream
+        rv.bytes_sent = self.header_size + from_upstream
+        rv.upstream_status.append("101")
+        rv.upstream_response_time.append(now - self.t0)
+        rv.upstream_bytes_sent.append(self.request_sent + from_client)
+        rv.upstream_bytes_received.append(self.upstream_head + from_upstream)
+        rv.tunnel_time = now - tunnel.started
+        rv.tunnel_received = from_client
+        if isinstance(tunnel, FrameTunnel):
+            rv.ws_messages_in, rv.ws_messages_out = tunnel.messages
+            rv.ws_close_code = tunnel.close_code
+        worker.metrics.on_tunnel_closed(rv.tunnel_time, from_client, from_upstream)
+        self.pick.free(self.peer, Outcome.SUCCESS, now)
+        _peer_metrics(worker, self.loc, self.peer, Outcome.SUCCESS, now)
+        self.peer.tunnels -= 1
+        worker.stats.add(WRITING, -1)  # the request is over
+        _request_over(worker, rv, self.loc, self.limits, self.continue_sent, self.lines)
+
+    def tunnel_gone(self, tunnel: Tunnel) -> None:
+        """Both sockets are closed and their last bytes (a Close frame) written: only now
+        may a draining worker count this connection as finished."""
+        self.worker.stats.add(ACTIVE, -1)
+        self.worker.forget_tunnel(tunnel)
 
 
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"

@@ -17,19 +17,20 @@ from typing import TYPE_CHECKING
 from wsgate import __version__
 from wsgate.balancer import for_upstream
 from wsgate.balancer.base import Balancer
-from wsgate.conf.model import ListenConf, MainConf
+from wsgate.conf.model import ListenConf, LocationConf, MainConf
 from wsgate.log.access_log import AccessLogs
 from wsgate.log.error_log import ErrorLog
 from wsgate.proxy.metrics import Metrics
 from wsgate.proxy.stats import Stats
+from wsgate.proxy.tunnel import IdleSweep, Tunnel
 from wsgate.proxy.wstunnel import CLOSE_GRACE, FrameTunnel
 from wsgate.routing import Router
 from wsgate.tls import server_contexts, upstream_context
+from wsgate.vars.registry import TUNNEL_LATE, reads_late
 
 if TYPE_CHECKING:
     from wsgate.proxy.downstream import Downstream
     from wsgate.proxy.health import HealthChecker
-    from wsgate.proxy.tunnel import Tunnel
 
 __all__ = ["Worker", "bind_listen_socket"]
 
@@ -111,6 +112,9 @@ class Worker:
         self.connections: set[Downstream] = set()
         self.tunnels: set[Tunnel] = set()
         self.tunnels_opened = 0  # tunnels this worker opened (the status page's rate)
+        # proxy_read_timeout of tunnels: one idle check per timeout value, not per tunnel.
+        self.idle_sweeps: dict[float, IdleSweep] = {}
+        self._tunnel_logs: dict[int, bool] = {}  # renders_tunnel_logs, by id(location)
         self.servers: list[asyncio.Server] = []
         # websocket_health_check: one checker per group with the directive, from start().
         self.health_checkers: list[HealthChecker] = []
@@ -175,8 +179,8 @@ class Worker:
 
     @property
     def active_connections(self) -> int:
-        """Connections in use: clients, plus one per upstream attempt or tunnel."""
-        return len(self.connections) + len(self.tunnels) + self.upstream_attempts
+        """Connections in use: clients, plus one per upstream attempt; a tunnel's two."""
+        return len(self.connections) + 2 * len(self.tunnels) + self.upstream_attempts
 
     def connection_available(self) -> bool:
         """Whether one more connection fits in ``worker_connections``; logs nginx's alert
@@ -199,9 +203,36 @@ class Worker:
                 ports.append(sock.getsockname()[1])
         return ports
 
+    def idle_sweep(self, timeout: float) -> IdleSweep | None:
+        """The idle check for tunnels with this ``proxy_read_timeout`` (None for 0: off)."""
+        if timeout <= 0:
+            return None
+        sweep = self.idle_sweeps.get(timeout)
+        if sweep is None:
+            sweep = self.idle_sweeps[timeout] = IdleSweep(self.loop, timeout)
+        return sweep
+
+    def renders_tunnel_logs(self, loc: LocationConf) -> bool:
+        """Whether a tunnel of ``loc`` may render its access-log lines when it opens: no
+        map in their formats reads a variable known only at its end (``TUNNEL_LATE``)."""
+        known = self._tunnel_logs.get(id(loc))
+        if known is None:
+            maps = self.http.maps
+            known = not any(
+                reads_late(al.format.template, maps, TUNNEL_LATE) for al in loc.access_log
+            )
+            self._tunnel_logs[id(loc)] = known
+        return known
+
     def forget(self, conn: Downstream) -> None:
         """A connection ended; wake :meth:`stop` when the last one is gone."""
         self.connections.discard(conn)
+        if self.closing and not self.connections and not self.tunnels:
+            self._idle.set()
+
+    def forget_tunnel(self, tunnel: Tunnel) -> None:
+        """A tunnel ended (both its connections closed); wake :meth:`stop` as ``forget``."""
+        self.tunnels.discard(tunnel)
         if self.closing and not self.connections and not self.tunnels:
             self._idle.set()
 

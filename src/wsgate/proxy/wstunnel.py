@@ -37,7 +37,7 @@ from wsgate.http.wsframe import (
     close_frame,
     ping_frame,
 )
-from wsgate.proxy.tunnel import Tunnel, TunnelSide
+from wsgate.proxy.tunnel import IdleSweep, Tunnel, TunnelOwner, TunnelSide
 
 __all__ = ["CLOSE_ABNORMAL", "CLOSE_GRACE", "FrameSide", "FrameTunnel"]
 
@@ -51,9 +51,14 @@ class FrameSide(TunnelSide):
     __slots__ = ("answered", "next_ping", "ping_deadline", "ping_mark", "scanner", "tick_mark")
 
     def __init__(
-        self, tunnel: Tunnel, name: str, transport: asyncio.Transport, peer: asyncio.Transport
+        self,
+        tunnel: Tunnel,
+        name: str,
+        transport: asyncio.Transport,
+        peer: asyncio.Transport,
+        send_timeout: float,
     ) -> None:
-        super().__init__(tunnel, name, transport, peer)
+        super().__init__(tunnel, name, transport, peer, send_timeout)
         self.scanner = FrameScanner()
         self.answered = True  # wsgate sent this side no Close, or it has answered it
         self.ping_deadline: float | None = None  # awaiting a Pong (or any byte) until then
@@ -117,19 +122,18 @@ class FrameTunnel(Tunnel):
         upstream: asyncio.Transport,
         *,
         loc: LocationConf,
-        on_close: Callable[[Tunnel, str, BaseException | None, str | None], None],
-        on_gone: Callable[[Tunnel], None],
+        owner: TunnelOwner,
+        sweep: IdleSweep | None,
         log: Callable[[str, str], None],
     ) -> None:
         super().__init__(
             loop,
             client,
             upstream,
-            read_timeout=loc.proxy_read_timeout,
+            owner=owner,
+            sweep=sweep,
             send_timeout=loc.send_timeout,
             proxy_send_timeout=loc.proxy_send_timeout,
-            on_close=on_close,
-            on_gone=on_gone,
         )
         self.log = log  # (level, message): the error log, with the request's context
         self.close_code: int | None = None  # $ws_close_code

@@ -24,7 +24,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from wsgate.conf.model import LocationConf, MapConf, ServerConf
 
-__all__ = ["ConnInfo", "RequestVars", "escape_log_value"]
+__all__ = ["TUNNEL_LATE", "ConnInfo", "RequestVars", "escape_log_value", "reads_late"]
 
 
 @dataclass(slots=True)
@@ -39,6 +39,42 @@ class ConnInfo:
     number: int = 0  # $connection: serial number of the connection
     requests: int = 0  # $connection_requests: requests made on it so far (this one included)
 
+
+# Variables whose values a tunnel knows only when it ends: its byte counts and times, the
+# figures of its upstream attempt, the clock. Everything else in its access-log line is
+# fixed once the 101 is sent (proxy/downstream.py renders it then).
+TUNNEL_LATE = frozenset(
+    {
+        "body_bytes_sent",
+        "bytes_received",
+        "bytes_sent",
+        "msec",
+        "request_time",
+        "time_iso8601",
+        "time_local",
+        "tunnel_time",
+        "upstream_bytes_received",
+        "upstream_bytes_sent",
+        "upstream_response_time",
+        "upstream_status",
+        "ws_close_code",
+        "ws_messages_in",
+        "ws_messages_out",
+    }
+)
+
+_NO_HEAD = RequestHead(
+    method="",
+    target="",
+    version="",
+    headers=[],
+    request_line="",
+    content_length=None,
+    chunked=False,
+    keep_alive=False,
+    raw_length=0,
+)
+_NO_CONN = ConnInfo(remote_addr="", remote_port=0, server_addr="", server_port=0)
 
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
@@ -158,6 +194,15 @@ class RequestVars:
         self.ws_close_code: int | None = None  # the tunnel's first Close code
         self._cache: dict[str, str | None] = {}
 
+    @classmethod
+    def totals(cls, server: ServerConf, *, start: float, request_length: int) -> RequestVars:
+        """Variables without the request they came from: only those of :data:`TUNNEL_LATE`
+        (and ``$status``) are meant to be read, after the caller fills them in. A tunnel's
+        access-log line is finished with one; the rest of it was rendered at the 101."""
+        rv = cls(_NO_HEAD, _NO_CONN, server, {}, host="", uri="", args="", start=start)
+        rv.request_length = request_length
+        return rv
+
     # -- evaluation ----------------------------------------------------------------------
 
     def evaluate(self, cv: ComplexValue) -> str:
@@ -174,18 +219,43 @@ class RequestVars:
 
     def evaluate_log(self, cv: ComplexValue, escape: str) -> str:
         """Like :meth:`evaluate` for ``log_format``: "-" for not-found, values escaped."""
+        return self.evaluate_log_parts(cv.parts, escape)
+
+    def evaluate_log_parts(self, parts: tuple[str | Var | Capture, ...], escape: str) -> str:
+        """:meth:`evaluate_log` of a template's parts (or of :meth:`prerender_log`'s)."""
         out: list[str] = []
-        for part in cv.parts:
+        for part in parts:
             if isinstance(part, str):
                 out.append(part)
-                continue
-            value = self.get(part.name) if isinstance(part, Var) else self._capture(part)
-            if value is None:
-                # ngx_http_log_variable prints "-"; the json and none escapings nothing.
-                out.append("-" if escape == "default" else "")
             else:
-                out.append(escape_log_value(value, escape))
+                out.append(self._log_value(part, escape))
         return "".join(out)
+
+    def prerender_log(
+        self, cv: ComplexValue, escape: str, late: frozenset[str]
+    ) -> tuple[str | Var, ...]:
+        """``cv`` as :meth:`evaluate_log` writes it, with the variables named in ``late``
+        left as :class:`Var` parts (text between them joined): finish it later with
+        :meth:`evaluate_log_parts`, on the variables as they are then. Only for a template
+        none of whose maps reads a variable of ``late`` (:func:`reads_late`)."""
+        out: list[str | Var] = []
+        for part in cv.parts:
+            if isinstance(part, Var) and part.name in late and part.name in _GETTERS:
+                out.append(part)
+                continue
+            text = part if isinstance(part, str) else self._log_value(part, escape)
+            if out and isinstance(out[-1], str):
+                out[-1] += text
+            else:
+                out.append(text)
+        return tuple(out)
+
+    def _log_value(self, part: Var | Capture, escape: str) -> str:
+        value = self.get(part.name) if isinstance(part, Var) else self._capture(part)
+        if value is None:
+            # ngx_http_log_variable prints "-"; the json and none escapings nothing.
+            return "-" if escape == "default" else ""
+        return escape_log_value(value, escape)
 
     def _capture(self, part: Capture) -> str:
         return self.captures[part.index] if part.index < len(self.captures) else ""
@@ -469,6 +539,34 @@ _GETTERS: dict[str, Callable[[RequestVars], str | None]] = {
 
 def _number(n: int | None) -> str | None:
     return None if n is None else str(n)
+
+
+def reads_late(cv: ComplexValue, maps: dict[str, MapConf], late: frozenset[str]) -> bool:
+    """Whether evaluating ``cv`` evaluates a map that reads (through other maps too) a
+    variable named in ``late``: such a map cannot be evaluated before those are known."""
+    seen: set[str] = set()
+    todo = [cv]
+    top = True
+    while todo:
+        for part in todo.pop().parts:
+            if not isinstance(part, Var):
+                continue
+            name = part.name
+            if name in _GETTERS:
+                if name in late and not top:
+                    return True
+            elif name in maps and name not in seen:
+                seen.add(name)
+                m = maps[name]
+                todo.append(m.source)
+                todo.extend(m.exact.values())
+                todo.extend(v for _, v in m.regexes)
+                todo.extend(v for _, v in m.wildcards_head)
+                todo.extend(v for _, v in m.wildcards_tail)
+                if m.default is not None:
+                    todo.append(m.default)
+        top = False
+    return False
 
 
 def escape_log_value(value: str, escape: str) -> str:
