@@ -71,6 +71,7 @@ from tests.support.wsraw import (
     parse_frames,
 )
 from tests.support.wsservers import (
+    KeepsBytes,
     PyRecordingServer,
     Recorder,
     ServerRecord,
@@ -228,16 +229,8 @@ async def raw_both(
     return direct
 
 
-class _RecordingClient(ClientConnection):
+class _RecordingClient(KeepsBytes, ClientConnection):
     """A ``websockets`` client connection that keeps every byte it receives."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.raw_in = bytearray()
-
-    def data_received(self, data: bytes) -> None:
-        self.raw_in += data
-        super().data_received(data)
 
 
 LibPlay = Callable[[ClientConnection], Awaitable[Any]]

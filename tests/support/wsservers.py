@@ -34,6 +34,7 @@ from tests.support.procs import REPO, node_module, running
 
 __all__ = [
     "RECORD_TIMEOUT",
+    "KeepsBytes",
     "PyRecordingServer",
     "Recorder",
     "ServerRecord",
@@ -67,8 +68,11 @@ class Recorder(Protocol):
     async def record(self, tag: str) -> ServerRecord: ...
 
 
-class _RecordingConnection(ServerConnection):
-    """A ``websockets`` server connection that keeps every byte it receives."""
+class KeepsBytes:
+    """Mixed into a ``websockets`` connection class (before it): every byte the
+    connection receives is kept in ``raw_in`` too."""
+
+    raw_in: bytearray
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -77,6 +81,10 @@ class _RecordingConnection(ServerConnection):
     def data_received(self, data: bytes) -> None:
         self.raw_in += data
         super().data_received(data)
+
+
+class _RecordingConnection(KeepsBytes, ServerConnection):
+    """A ``websockets`` server connection that keeps every byte it receives."""
 
 
 class PyRecordingServer:
