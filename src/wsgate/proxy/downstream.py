@@ -12,7 +12,9 @@ Theory of operation (states of :attr:`Downstream.state`):
   WebSocket); past a bound, reading pauses. A client EOF here aborts the request (499).
 * ``RESPONSE`` - the response body streams from the peer to the client; the client's
   write-buffer callbacks pause and resume the peer (back-pressure).
-* ``TUNNEL`` - after a 101, both transports belong to a :class:`~wsgate.proxy.tunnel.Tunnel`.
+* ``TUNNEL`` - after a 101, both transports belong to a :class:`~wsgate.proxy.tunnel.Tunnel`,
+  or, for a plain tunnel without TLS, both sockets to the worker's C relay
+  (:class:`~wsgate.proxy.native.NativeTunnel`; ``transport`` is then None).
 * ``STATUS`` - wsgate answered a ``wsgate_status`` WebSocket itself: a
   :class:`~wsgate.proxy.status.StatusSocket` pushes snapshots and reads the client's Close.
 * ``CLOSED``.
@@ -48,6 +50,8 @@ from wsgate.http.upgrade import Upgrade, check_upgrade_response, classify_upgrad
 from wsgate.http.upstream_request import build_request_head, escape_uri, valid_header_name
 from wsgate.log.error_log import ErrorContext
 from wsgate.proxy.metrics import CONTENT_TYPE
+from wsgate.proxy.native import NativeRelay, NativeTunnel
+from wsgate.proxy.native import available as native_available
 from wsgate.proxy.stats import ACTIVE, READING, REQUESTS, WRITING
 from wsgate.proxy.status import StatusSocket, handshake
 from wsgate.proxy.tunnel import Tunnel
@@ -149,6 +153,34 @@ def _nodelay(transport: asyncio.BaseTransport) -> None:
 
 class Downstream(asyncio.Protocol):
     """A client connection (see the module docstring for the states)."""
+
+    # Slots: a connection that holds a tunnel for hours keeps this object (about 1 KB less
+    # than with a __dict__; docs/performance.md, memory per idle tunnel).
+    __slots__ = (
+        "body_parts",
+        "body_remaining",
+        "body_size",
+        "body_wire",
+        "buf",
+        "client_paused",
+        "conn",
+        "counted",
+        "decoder",
+        "default_server",
+        "loop",
+        "paused_reading",
+        "pipelined",
+        "request",
+        "send_timer",
+        "stage",
+        "state",
+        "status",
+        "task",
+        "timer",
+        "transport",
+        "upstream",
+        "worker",
+    )
 
     def __init__(self, worker: Worker) -> None:
         self.worker = worker
@@ -1388,7 +1420,10 @@ class Downstream(asyncio.Protocol):
         request_sent = proto.sent
 
         def closed(
-            tunnel: Tunnel, why: str, exc: BaseException | None, timed_out: str | None
+            tunnel: Tunnel | NativeTunnel,
+            why: str,
+            exc: BaseException | None,
+            timed_out: str | None,
         ) -> None:
             rv = request.rv
             if timed_out is not None:
@@ -1426,14 +1461,34 @@ class Downstream(asyncio.Protocol):
             self._finalize(request)
             self.state = CLOSED
 
-        def gone(tunnel: Tunnel) -> None:
+        def gone(tunnel: Tunnel | NativeTunnel) -> None:
             # Both sockets are closed and their last bytes (a Close frame) written: only
             # now may a draining worker count this connection as finished.
             worker.tunnels.discard(tunnel)
             self._uncount()
             worker.forget(self)
 
-        tunnel: Tunnel
+        native = None if loc.ws_frames else self._native_relay(proto.transport)
+        tunnel: Tunnel | NativeTunnel
+        if native is not None:
+            # The plain relay in C (proxy/native.py): this connection keeps no transport.
+            tunnel = native.open(
+                self.transport,
+                proto.transport,
+                client_early,
+                upstream_early,
+                read_timeout=loc.proxy_read_timeout,
+                send_timeout=loc.send_timeout,
+                proxy_send_timeout=loc.proxy_send_timeout,
+                on_close=closed,
+                on_gone=gone,
+            )
+            self.transport = None
+            peer.tunnels += 1
+            worker.tunnels.add(tunnel)
+            worker.metrics.on_tunnel_open(tunnel.started - t0)
+            worker.tunnels_opened += 1
+            return
         if loc.ws_frames:
 
             def log(level: str, message: str) -> None:
@@ -1464,6 +1519,22 @@ class Downstream(asyncio.Protocol):
         worker.metrics.on_tunnel_open(tunnel.started - t0)
         worker.tunnels_opened += 1
         tunnel.start(client_early, upstream_early)
+
+    def _native_relay(self, upstream: asyncio.Transport) -> NativeRelay | None:
+        """The worker's C relay, when this tunnel may use it: the extension is there and
+        not turned off, neither side is TLS, and both write buffers are empty (the 101
+        head has gone out), so the sockets can change hands without losing a byte."""
+        client = self.transport
+        if client is None or not native_available():
+            return None
+        for transport in (client, upstream):
+            if (
+                transport.get_extra_info("ssl_object") is not None
+                or transport.get_extra_info("socket") is None
+                or transport.get_write_buffer_size()
+            ):
+                return None
+        return self.worker.native_relay()
 
     # -- the status page -------------------------------------------------------------------------
 
