@@ -38,7 +38,8 @@ check: lint types test
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml
+# pip install -e also compiles the C relay (src/wsgate/_relay.c), so a change to it reinstalls.
+$(STAMP): pyproject.toml src/wsgate/_relay.c
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[test]'

@@ -24,7 +24,8 @@ from tests.support.procs import REPO, node_module
 SMOKE_TIMEOUT = 300  # seconds; a hang fails, a slow machine does not
 
 _NUMBER = r"[\d,]+(?:\.\d+)?"
-DEFAULT_TARGETS = [t for t in TARGETS if not t.frames]  # what a run without --targets has
+# What a run without --targets measures (wsgate-frames-1w only on request).
+DEFAULT_TARGETS = [t for t in TARGETS if not t.frames]
 
 
 def test_smoke_run_writes_the_report(tmp_path: Path) -> None:

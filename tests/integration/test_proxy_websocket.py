@@ -15,6 +15,7 @@ from websockets.asyncio.client import connect
 from tests.support.backend import RecordingBackend
 from tests.support.confs import article_conf
 from tests.support.ports import free_port, free_ports
+from tests.support.procs import require_peer
 from tests.support.wsgate import proxy_in_process
 from wsgate.echo.server import Mode, serve_echo
 from wsgate.proxy.stats import ACTIVE, WRITING
@@ -243,11 +244,7 @@ async def test_slow_reader_does_not_grow_proxy_memory(tmp_path: Path) -> None:
                 sent += len(chunk)
             assert sent < limit, "the proxy accepted 64 MiB from a client that never reads"
             (tunnel,) = worker.tunnels
-            buffered = (
-                tunnel.client.transport.get_write_buffer_size()
-                + tunnel.upstream.transport.get_write_buffer_size()
-            )
-            assert buffered < 4 << 20
+            assert tunnel.buffered() < 4 << 20
             sock.close()
 
 
@@ -279,9 +276,13 @@ async def test_worker_connections_counts_a_tunnel_twice(tmp_path: Path) -> None:
         assert "3 worker_connections are not enough" in log
 
 
-async def test_idle_tunnels_share_one_idle_check(tmp_path: Path) -> None:
+async def test_idle_tunnels_share_one_idle_check(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """proxy_read_timeout: one timer per worker and timeout value, not one per tunnel; an
-    idle tunnel closes between the timeout and one step (an eighth) after it."""
+    idle tunnel closes between the timeout and one step (an eighth) after it (the Python
+    relay: the C relay sweeps its own tunnels, tests/integration/test_native_relay.py)."""
+    monkeypatch.setenv("WSGATE_NATIVE_RELAY", "0")
     port = free_port()
     async with RecordingBackend("a") as backend:
         conf = article_conf(port, [backend.port], read_timeout="2s")
@@ -343,15 +344,23 @@ async def test_tunnel_log_line_rendered_at_the_101(tmp_path: Path, kept: bool) -
     ]
 
 
-async def test_an_idle_tunnel_keeps_no_request_state(tmp_path: Path) -> None:
+@pytest.mark.parametrize("native", ["0", "1"], ids=["python-relay", "c-relay"])
+async def test_an_idle_tunnel_keeps_no_request_state(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, native: str
+) -> None:
     """After the 101 the client connection's protocol, the request, its variables and the
     upstream protocol are freed: an idle tunnel holds its Tunnel, sides and TunnelEnd."""
+    monkeypatch.setenv("WSGATE_NATIVE_RELAY", native)
     from wsgate.proxy.downstream import Downstream, Request, TunnelEnd
+    from wsgate.proxy.native import NativeTunnel
+    from wsgate.proxy.native import available as native_available
     from wsgate.proxy.tunnel import Tunnel
     from wsgate.proxy.upstream import UpstreamProtocol
     from wsgate.vars.registry import RequestVars
 
-    kinds = (Downstream, Request, RequestVars, UpstreamProtocol, Tunnel, TunnelEnd)
+    if native == "1":
+        require_peer("the C relay (wsgate._relay built)", native_available())
+    kinds = (Downstream, Request, RequestVars, UpstreamProtocol, Tunnel, NativeTunnel, TunnelEnd)
 
     def alive() -> dict[type, int]:
         gc.collect()
@@ -371,11 +380,13 @@ async def test_an_idle_tunnel_keeps_no_request_state(tmp_path: Path) -> None:
             assert len(worker.tunnels) == 1 and not worker.connections
             after = alive()
             grown = {k.__name__: after[k] - before[k] for k in kinds if after[k] != before[k]}
-            assert grown == {"Tunnel": 1, "TunnelEnd": 1}
+            relay = "NativeTunnel" if native == "1" else "Tunnel"
+            assert grown == {relay: 1, "TunnelEnd": 1}
             (tunnel,) = worker.tunnels
-            for side in (tunnel.client, tunnel.upstream):  # set by the event loop
-                sock = side.transport.get_extra_info("socket")
-                assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+            if isinstance(tunnel, Tunnel):
+                for side in (tunnel.client, tunnel.upstream):  # set by the event loop
+                    sock = side.transport.get_extra_info("socket")
+                    assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
             # stub_status: one active connection, writing (nginx: until the request ends).
             totals = worker.stats.table.totals()
             assert (totals[ACTIVE], totals[WRITING]) == (1, 1)

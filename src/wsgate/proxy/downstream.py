@@ -12,11 +12,12 @@ Theory of operation (states of :attr:`Downstream.state`):
   WebSocket); past a bound, reading pauses. A client EOF here aborts the request (499).
 * ``RESPONSE`` - the response body streams from the peer to the client; the client's
   write-buffer callbacks pause and resume the peer (back-pressure).
-* ``TUNNEL`` - after a 101, both transports belong to a :class:`~wsgate.proxy.tunnel.Tunnel`.
-  Its owner, a :class:`TunnelEnd`, keeps what the end needs (the peer, the metrics, the
-  access-log lines rendered but for their late variables) and takes over this
-  connection's counts; the ``Downstream``, the request and its variables are freed, so an
-  idle tunnel costs little memory.
+* ``TUNNEL`` - after a 101, both transports belong to a :class:`~wsgate.proxy.tunnel.Tunnel`,
+  or, for a plain tunnel without TLS, both sockets to the worker's C relay
+  (:class:`~wsgate.proxy.native.NativeTunnel`). Its owner, a :class:`TunnelEnd`, keeps
+  what the end needs (the peer, the metrics, the access-log lines rendered but for their
+  late variables) and takes over this connection's counts; the ``Downstream``, the
+  request and its variables are freed, so an idle tunnel costs little memory.
 * ``STATUS`` - wsgate answered a ``wsgate_status`` WebSocket itself: a
   :class:`~wsgate.proxy.status.StatusSocket` pushes snapshots and reads the client's Close.
 * ``CLOSED``.
@@ -51,6 +52,8 @@ from wsgate.http.upgrade import Upgrade, check_upgrade_response, classify_upgrad
 from wsgate.http.upstream_request import build_request_head, escape_uri, valid_header_name
 from wsgate.log.error_log import ErrorContext
 from wsgate.proxy.metrics import CONTENT_TYPE
+from wsgate.proxy.native import NativeRelay, NativeTunnel
+from wsgate.proxy.native import available as native_available
 from wsgate.proxy.stats import ACTIVE, READING, REQUESTS, WRITING
 from wsgate.proxy.status import StatusSocket, handshake
 from wsgate.proxy.tunnel import Tunnel
@@ -1401,6 +1404,26 @@ class Downstream(asyncio.Protocol):
             request_sent=proto.sent,
             frames=loc.ws_frames,
         )
+        native = None if loc.ws_frames else self._native_relay(proto.transport)
+        if native is not None:
+            # The plain relay in C (proxy/native.py): no transport is kept here.
+            ntunnel = native.open(
+                self.transport,
+                proto.transport,
+                client_early,
+                upstream_early,
+                read_timeout=loc.proxy_read_timeout,
+                send_timeout=loc.send_timeout,
+                proxy_send_timeout=loc.proxy_send_timeout,
+                on_close=end.tunnel_closed,
+                on_gone=end.tunnel_gone,
+            )
+            self.transport = None
+            peer.tunnels += 1
+            worker.tunnels.add(ntunnel)
+            worker.metrics.on_tunnel_open(ntunnel.started - t0)
+            worker.tunnels_opened += 1
+            return
         sweep = worker.idle_sweep(loc.proxy_read_timeout)
         tunnel: Tunnel
         if loc.ws_frames:
@@ -1428,6 +1451,22 @@ class Downstream(asyncio.Protocol):
         worker.metrics.on_tunnel_open(tunnel.started - t0)
         worker.tunnels_opened += 1
         tunnel.start(client_early, upstream_early)
+
+    def _native_relay(self, upstream: asyncio.Transport) -> NativeRelay | None:
+        """The worker's C relay, when this tunnel may use it: the extension is there and
+        not turned off, neither side is TLS, and both write buffers are empty (the 101
+        head has gone out), so the sockets can change hands without losing a byte."""
+        client = self.transport
+        if client is None or not native_available():
+            return None
+        for transport in (client, upstream):
+            if (
+                transport.get_extra_info("ssl_object") is not None
+                or transport.get_extra_info("socket") is None
+                or transport.get_write_buffer_size()
+            ):
+                return None
+        return self.worker.native_relay()
 
     # -- the status page -------------------------------------------------------------------------
 
@@ -1630,7 +1669,11 @@ class TunnelEnd:
         self.worker.error_log.log(level, message, self.ctx, _UPGRADED)
 
     def tunnel_closed(
-        self, tunnel: Tunnel, reason: str, exc: BaseException | None, timed_out: str | None
+        self,
+        tunnel: Tunnel | NativeTunnel,
+        reason: str,
+        exc: BaseException | None,
+        timed_out: str | None,
     ) -> None:
         """The tunnel closed: log, free the peer, count and write the access-log lines."""
         worker = self.worker
@@ -1675,7 +1718,7 @@ class TunnelEnd:
         worker.stats.add(WRITING, -1)  # the request is over
         _request_over(worker, rv, self.loc, self.limits, self.continue_sent, self.lines)
 
-    def tunnel_gone(self, tunnel: Tunnel) -> None:
+    def tunnel_gone(self, tunnel: Tunnel | NativeTunnel) -> None:
         """Both sockets are closed and their last bytes (a Close frame) written: only now
         may a draining worker count this connection as finished."""
         self.worker.stats.add(ACTIVE, -1)

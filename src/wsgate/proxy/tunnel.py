@@ -1,6 +1,22 @@
 """The upgraded connection: a byte relay between client and peer (nginx-semantics.md §2).
 
-Theory of operation (``ngx_http_upstream_upgrade`` / ``ngx_http_upstream_process_upgraded``):
+Which relay runs a tunnel:
+
+* **C** (``wsgate._relay``, wrapped by ``proxy/native.py``): every plain tunnel, when the
+  extension is built and ``WSGATE_NATIVE_RELAY`` is not ``0``. Both sockets go to the
+  worker's relay thread, an epoll loop that reads a side and writes the other without
+  calling Python; Python hears of a tunnel only when it ends. The rules below (back-
+  pressure, timeouts, closing both sides) are the same there, enforced in C; the
+  differences: at most one read (64 KiB) is kept per direction, the idle time is stamped
+  once per batch of events and swept at the earliest deadline (a tunnel closes within
+  about 10 ms of ``timeout``), the send timeout restarts whenever a blocked write moves
+  (nginx's rule), and a side whose send timeout fired is closed at once, not flushed.
+* **Python** (this module): tunnels with a TLS side (``listen ... ssl``, ``proxy_pass
+  https``), when either transport still had bytes to write at the upgrade, or without
+  the extension. ``proxy/wstunnel.py`` subclasses it for the frame-aware tunnel.
+
+Theory of operation of the Python relay (``ngx_http_upstream_upgrade`` /
+``ngx_http_upstream_process_upgraded``):
 
 * Both transports get a :class:`TunnelSide` protocol (``transport.set_protocol``). Bytes
   received on one side are written to the other at once; nothing is parsed or copied.
@@ -256,6 +272,13 @@ class Tunnel:
         self.lost += 1
         if self.lost == 2:
             self.owner.tunnel_gone(self)
+
+    def buffered(self) -> int:
+        """Bytes waiting in this tunnel's write buffers (for slow readers)."""
+        return (
+            self.client.transport.get_write_buffer_size()
+            + self.upstream.transport.get_write_buffer_size()
+        )
 
     def abort(self) -> None:
         """Fast stop: drop both connections without flushing (TERM/INT)."""

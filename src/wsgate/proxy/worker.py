@@ -31,6 +31,7 @@ from wsgate.vars.registry import TUNNEL_LATE, reads_late
 if TYPE_CHECKING:
     from wsgate.proxy.downstream import Downstream
     from wsgate.proxy.health import HealthChecker
+    from wsgate.proxy.native import NativeRelay, NativeTunnel
 
 __all__ = ["Worker", "bind_listen_socket"]
 
@@ -110,7 +111,10 @@ class Worker:
         self.access_logs = AccessLogs(conf.prefix)
         self.counter = itertools.count(1)
         self.connections: set[Downstream] = set()
-        self.tunnels: set[Tunnel] = set()
+        self.tunnels: set[Tunnel | NativeTunnel] = set()
+        # The C relay of plain tunnels (proxy/native.py): its thread starts with the first
+        # such tunnel, so a master never has one when it forks.
+        self.native: NativeRelay | None = None
         self.tunnels_opened = 0  # tunnels this worker opened (the status page's rate)
         # proxy_read_timeout of tunnels: one idle check per timeout value, not per tunnel.
         self.idle_sweeps: dict[float, IdleSweep] = {}
@@ -190,6 +194,14 @@ class Worker:
         self.error_log.log("alert", f"{self.worker_connections} worker_connections are not enough")
         return False
 
+    def native_relay(self) -> NativeRelay | None:
+        """The C relay for plain tunnels, started on first use (None once stopping)."""
+        if self.native is None and not self.closing:
+            from wsgate.proxy.native import NativeRelay
+
+            self.native = NativeRelay(self.loop)
+        return self.native
+
     def reopen_logs(self) -> None:
         """USR1: reopen the error log and the access logs (after logrotate moved them)."""
         self.error_log.open()
@@ -230,7 +242,7 @@ class Worker:
         if self.closing and not self.connections and not self.tunnels:
             self._idle.set()
 
-    def forget_tunnel(self, tunnel: Tunnel) -> None:
+    def forget_tunnel(self, tunnel: Tunnel | NativeTunnel) -> None:
         """A tunnel ended (both its connections closed); wake :meth:`stop` as ``forget``."""
         self.tunnels.discard(tunnel)
         if self.closing and not self.connections and not self.tunnels:
@@ -282,10 +294,14 @@ class Worker:
                     with contextlib.suppress(TimeoutError):
                         async with asyncio.timeout(CLOSE_GRACE + 0.5):
                             await self._idle.wait()
+        if self.native is not None:
+            self.native.abort_all()  # one round trip to the relay thread for all of them
         for tunnel in list(self.tunnels):
             tunnel.abort()
         for conn in list(self.connections):
             conn.abort()
+        if self.native is not None:
+            self.native.stop()  # joins the relay thread
         for server in self.servers:
             await server.wait_closed()
         for checker in self.health_checkers:
