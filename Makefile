@@ -39,7 +39,7 @@ check: lint types test
 venv: $(STAMP)
 
 # pip install -e also compiles the C relay (src/wsgate/_relay.c), so a change to it reinstalls.
-$(STAMP): pyproject.toml src/wsgate/_relay.c
+$(STAMP): pyproject.toml setup.py src/wsgate/_relay.c
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[test]'
