@@ -213,7 +213,7 @@ def serve(conf: MainConf) -> int:
 
 
 async def _serve(conf: MainConf) -> int:
-    from wsgate.proxy.worker import Worker
+    from wsgate.proxy.worker import Worker, settle_gc
 
     loop = asyncio.get_running_loop()
     stop: asyncio.Future[bool] = loop.create_future()
@@ -225,6 +225,7 @@ async def _serve(conf: MainConf) -> int:
         except OSError as exc:
             _err(f"[emerg] bind() failed ({exc.errno}: {exc.strerror})")
             return 1
+        settle_gc()
 
     def on_signal(graceful: bool) -> None:
         if not stop.done():

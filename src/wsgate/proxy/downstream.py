@@ -1542,9 +1542,10 @@ def _peer_metrics(
     (after ``pick.free``, which may have disabled it)."""
     assert loc is not None and loc.proxy_pass is not None
     group = worker.metric_groups[loc.proxy_pass.upstream]
-    if outcome is Outcome.FAILED:
+    failed = outcome is Outcome.FAILED
+    if failed:
         worker.metrics.on_failure(group[0], peer.conf.name)
-    worker.metrics.update_peers((group,), now)
+    worker.metrics.on_released(group, failed, now)
 
 
 def _request_over(

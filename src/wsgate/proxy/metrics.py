@@ -129,8 +129,8 @@ class Metrics:
             ["status_class"],
             registry=own,
         )
-        for cls in STATUS_CLASSES:
-            self.requests.labels(cls)
+        # Labelled children are looked up once: ``labels()`` validates and locks per call.
+        self._requests = tuple(self.requests.labels(cls) for cls in STATUS_CLASSES)
         self.tunnels = Gauge(
             "wsgate_tunnels_active",
             "Open WebSocket tunnels.",
@@ -149,8 +149,7 @@ class Metrics:
             ["direction"],
             registry=own,
         )
-        for direction in DIRECTIONS:
-            self.tunnel_bytes.labels(direction)
+        self._bytes_in, self._bytes_out = (self.tunnel_bytes.labels(d) for d in DIRECTIONS)
         self.peer_up = Gauge(
             "wsgate_upstream_peer_up",
             "1 if balancers may choose the peer, 0 if it is down, unhealthy or failed (0 "
@@ -177,6 +176,12 @@ class Metrics:
             buckets=HANDSHAKE_BUCKETS,
             registry=own,
         )
+        # Children of the per-peer series by (upstream, peer); the last value written to
+        # each peer's gauge; the groups whose peers were all written as up.
+        self._attempts: dict[tuple[str, str], Counter] = {}
+        self._failures: dict[tuple[str, str], Counter] = {}
+        self._up: dict[tuple[str, str], tuple[Gauge, int]] = {}
+        self._all_up: set[int] = set()  # id() of the balancers
         if own is not None:
             reloads_counter(own)
             own.register(self._connections)
@@ -186,15 +191,23 @@ class Metrics:
     def on_request(self, status: int) -> None:
         """A request's access-log line is written with ``status``."""
         if 100 <= status < 600:
-            self.requests.labels(STATUS_CLASSES[status // 100 - 1]).inc()
+            self._requests[status // 100 - 1].inc()
 
     def on_attempt(self, upstream: str, peer: str) -> None:
         """A connection to ``peer`` is about to be tried."""
-        self.attempts.labels(upstream, peer).inc()
+        key = (upstream, peer)
+        child = self._attempts.get(key)
+        if child is None:
+            child = self._attempts[key] = self.attempts.labels(upstream, peer)
+        child.inc()
 
     def on_failure(self, upstream: str, peer: str) -> None:
         """An attempt to ``peer`` ended as a failure (``Outcome.FAILED``)."""
-        self.failures.labels(upstream, peer).inc()
+        key = (upstream, peer)
+        child = self._failures.get(key)
+        if child is None:
+            child = self._failures[key] = self.failures.labels(upstream, peer)
+        child.inc()
 
     def on_tunnel_open(self, handshake: float) -> None:
         """A tunnel opened ``handshake`` seconds after its upstream connect began."""
@@ -205,17 +218,45 @@ class Metrics:
         """A tunnel ended after ``duration`` seconds, having relayed these byte counts."""
         self.tunnels.dec()
         self.tunnel_duration.observe(duration)
-        self.tunnel_bytes.labels("client_to_upstream").inc(from_client)
-        self.tunnel_bytes.labels("upstream_to_client").inc(from_upstream)
+        if from_client:
+            self._bytes_in.inc(from_client)
+        if from_upstream:
+            self._bytes_out.inc(from_upstream)
 
     def update_peers(self, groups: Iterable[tuple[str, Balancer]], now: float) -> None:
         """Set ``wsgate_upstream_peer_up`` for every peer of ``groups`` ((upstream name,
         balancer) pairs) from this worker's balancer state at ``now``. The worker calls it
         for every group when it starts and before a scrape, and for one group after each
-        attempt is released, so other workers' scrapes see its view."""
+        attempt is released (:meth:`on_released`), so other workers' scrapes see its view.
+        A gauge is written only when its value changes."""
         for name, balancer in groups:
+            all_up = True
             for v in snapshot(balancer, now):
-                self.peer_up.labels(name, v.name).set(1 if v.state is PeerStatus.UP else 0)
+                value = 1 if v.state is PeerStatus.UP else 0
+                all_up = all_up and value == 1
+                key = (name, v.name)
+                last = self._up.get(key)
+                if last is None:
+                    child = self.peer_up.labels(name, v.name)
+                elif last[1] == value:
+                    continue
+                else:
+                    child = last[0]
+                child.set(value)
+                self._up[key] = (child, value)
+            if all_up:
+                self._all_up.add(id(balancer))
+            else:
+                self._all_up.discard(id(balancer))
+
+    def on_released(self, group: tuple[str, Balancer], failed: bool, now: float) -> None:
+        """An attempt on a peer of ``group`` was given back to the balancer (``failed``:
+        as a failure). Refresh the group's ``wsgate_upstream_peer_up``, unless every peer
+        was last written as up and this was no failure: a peer turns down, unhealthy or
+        failed only by configuration (written at start), by a health check (which
+        refreshes its group) or by a failure, so nothing can have changed."""
+        if failed or id(group[1]) not in self._all_up:
+            self.update_peers((group,), now)
 
     # -- scrape ---------------------------------------------------------------------------
 

@@ -40,7 +40,7 @@ def main(conf: MainConf, sockets: list[socket.socket], master_fd: int, stats: St
 async def _serve(
     conf: MainConf, sockets: list[socket.socket], master_fd: int, stats: Stats
 ) -> None:
-    from wsgate.proxy.worker import Worker
+    from wsgate.proxy.worker import Worker, settle_gc
 
     loop = asyncio.get_running_loop()
     worker = Worker(conf, loop, stats)
@@ -63,6 +63,7 @@ async def _serve(
     await worker.start(sockets=[s.dup() for s in sockets])
     for s in sockets:
         s.close()
+    settle_gc()
 
     def master_gone() -> None:
         try:

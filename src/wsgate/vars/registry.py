@@ -10,6 +10,7 @@ socket: tests build a ``RequestVars`` from a table.
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import socket
 import time
@@ -89,22 +90,35 @@ def _tz(t: time.struct_time) -> tuple[str, str]:
     )
 
 
+# The second last formatted and its two texts: nginx too formats its times once per second
+# (ngx_time_update), not per line.
+_times: tuple[int, str, str] = (-1, "", "")
+
+
+def _formatted(now: float) -> tuple[int, str, str]:
+    global _times
+    second = int(now // 1)
+    if second != _times[0]:
+        t = time.localtime(now)
+        tz = _tz(t)
+        _times = (
+            second,
+            f"{t.tm_mday:02d}/{_MONTHS[t.tm_mon - 1]}/{t.tm_year}:"
+            f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d} {tz[0]}",
+            f"{t.tm_year}-{t.tm_mon:02d}-{t.tm_mday:02d}T"
+            f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d}{tz[1]}",
+        )
+    return _times
+
+
 def time_local(now: float) -> str:
     """``24/Nov/2026:13:44:21 +0000`` (``$time_local``)."""
-    t = time.localtime(now)
-    return (
-        f"{t.tm_mday:02d}/{_MONTHS[t.tm_mon - 1]}/{t.tm_year}:"
-        f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d} {_tz(t)[0]}"
-    )
+    return _formatted(now)[1]
 
 
 def time_iso8601(now: float) -> str:
     """``2026-11-24T13:44:21+00:00`` (``$time_iso8601``)."""
-    t = time.localtime(now)
-    return (
-        f"{t.tm_year}-{t.tm_mon:02d}-{t.tm_mday:02d}T"
-        f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d}{_tz(t)[1]}"
-    )
+    return _formatted(now)[2]
 
 
 class RequestVars:
@@ -112,6 +126,7 @@ class RequestVars:
 
     __slots__ = (
         "_cache",
+        "_headers",
         "args",
         "body_bytes_sent",
         "bytes_sent",
@@ -193,6 +208,9 @@ class RequestVars:
         self.ws_messages_out: int | None = None  # messages to the client
         self.ws_close_code: int | None = None  # the tunnel's first Close code
         self._cache: dict[str, str | None] = {}
+        # $http_* lookups: the header list they were built from, and the values of each
+        # lower-cased name in order; built at the first lookup.
+        self._headers: tuple[list[tuple[str, str]], dict[str, list[str]]] | None = None
 
     @classmethod
     def totals(cls, server: ServerConf, *, start: float, request_length: int) -> RequestVars:
@@ -314,7 +332,15 @@ class RequestVars:
     def header_value(self, lname: str) -> str | None:
         """``$http_NAME`` with nginx 1.22 rules: first line, except X-Forwarded-For and
         Cookie, whose lines are joined (``, `` and ``; ``)."""
-        values = [v for n, v in self.head.headers if n.lower() == lname]
+        headers = self.head.headers
+        built = self._headers
+        if built is None or built[0] is not headers:
+            # Built anew when the proxy replaced the list (headers dropped after parsing).
+            by_name: dict[str, list[str]] = {}
+            for n, v in headers:
+                by_name.setdefault(n.lower(), []).append(v)
+            built = self._headers = (headers, by_name)
+        values = built[1].get(lname)
         if not values:
             return None
         if lname == "x-forwarded-for":
@@ -569,11 +595,19 @@ def reads_late(cv: ComplexValue, maps: dict[str, MapConf], late: frozenset[str])
     return False
 
 
+# A character that escape=default (outside printable ASCII, '"' and '\\') or escape=json
+# (control characters, '"' and '\\') writes escaped.
+_DEFAULT_ESCAPED = re.compile(r"[^\x20\x21\x23-\x5b\x5d-\x7e]")
+_JSON_ESCAPED = re.compile(r'["\\\x00-\x1f]')
+
+
 def escape_log_value(value: str, escape: str) -> str:
     """Escape a variable's value for the access log (``ngx_http_log_escape``, json, none)."""
     if escape == "none":
         return value
     if escape == "json":
+        if _JSON_ESCAPED.search(value) is None:
+            return value
         out = []
         for ch in value:
             o = ord(ch)
@@ -588,7 +622,7 @@ def escape_log_value(value: str, escape: str) -> str:
             else:
                 out.append(ch)
         return "".join(out)
-    if all(0x20 <= ord(ch) < 0x7F and ch not in '"\\' for ch in value):
+    if _DEFAULT_ESCAPED.search(value) is None:
         return value
     data = value.encode("latin-1", errors="surrogateescape")
     return "".join(
