@@ -18,6 +18,7 @@ from tests.support.ports import free_port, free_ports
 from tests.support.procs import wsgate_cmd
 from tests.support.wsgate import proxy_in_process
 from wsgate.echo.server import Mode, serve_echo
+from wsgate.proxy.tunnel import Tunnel
 
 
 def write_cert(ca: trustme.CA, tmp_path: Path, *names: str) -> tuple[Path, Path]:
@@ -77,13 +78,17 @@ async def test_wss_end_to_end_and_scheme(tmp_path: Path) -> None:
     )
     await ready.wait()
     try:
-        async with proxy_in_process(tls_conf(port, echo_port, crt, key), tmp_path):
+        async with proxy_in_process(tls_conf(port, echo_port, crt, key), tmp_path) as worker:
             async with connect(
                 f"wss://localhost:{port}/", ssl=client_ctx(ca), host="127.0.0.1"
             ) as ws:
                 for text in ("hello", "x" * 100_000):
                     await ws.send(text)
                     assert await ws.recv() == text
+                # A TLS client stays on the Python relay: the C relay sees only ciphertext.
+                (tunnel,) = worker.tunnels
+                assert isinstance(tunnel, Tunnel)
+                assert worker.native is None or worker.native.opened == 0
     finally:
         stop.set()
         await echo
