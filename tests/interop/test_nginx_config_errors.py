@@ -238,6 +238,41 @@ BAD: list[Case] = [
     Case("upstream-port-0", _upstream("server 127.0.0.1:0;")),
     Case("upstream-only-down-backup", _upstream("server 127.0.0.1:8001 down backup;")),
     Case("upstream-server-no-args", _upstream("server;")),
+    # --- upstream keepalive (ngx_http_upstream_keepalive_module)
+    Case("upstream-keepalive-0", _upstream("server 127.0.0.1:8001; keepalive 0;")),
+    Case("upstream-keepalive-x", _upstream("server 127.0.0.1:8001; keepalive x;")),
+    Case("upstream-keepalive-no-args", _upstream("server 127.0.0.1:8001; keepalive;")),
+    Case("upstream-keepalive-two-args", _upstream("server 127.0.0.1:8001; keepalive 1 2;")),
+    Case(
+        "upstream-keepalive-duplicate",
+        _upstream("server 127.0.0.1:8001;\n  keepalive 2;\n  keepalive 2;"),
+    ),
+    Case(
+        "upstream-keepalive-duplicate-after-method",
+        _upstream("server 127.0.0.1:8001;\n  keepalive 2;\n  ip_hash;\n  keepalive 2;"),
+    ),
+    Case(
+        "upstream-keepalive-timeout-bad",
+        _upstream("server 127.0.0.1:8001; keepalive 2; keepalive_timeout 5x;"),
+    ),
+    Case(
+        "upstream-keepalive-timeout-two-args",
+        _upstream("server 127.0.0.1:8001; keepalive 2; keepalive_timeout 5s 5s;"),
+    ),
+    Case(
+        "upstream-keepalive-timeout-duplicate",
+        _upstream("server 127.0.0.1:8001;\n  keepalive_timeout 5s;\n  keepalive_timeout 5s;"),
+    ),
+    Case(
+        "upstream-keepalive-requests-bad",
+        _upstream("server 127.0.0.1:8001; keepalive 2; keepalive_requests 1k;"),
+    ),
+    Case(
+        "upstream-keepalive-time-bad",
+        _upstream("server 127.0.0.1:8001; keepalive 2; keepalive_time 1hx;"),
+    ),
+    Case("keepalive-in-location", _loc(PP + "   keepalive 2;\n")),
+    Case("keepalive-time-in-http-bad", _conf(" keepalive_time 1x;\n")),
     Case("upstream-bad-port", _upstream("server 127.0.0.1:99999;")),
     Case("upstream-host-not-found", _upstream("server nosuchhost.invalid:8001;")),
     Case("upstream-host-not-found-no-port", _upstream("server nosuchhost.invalid;")),
@@ -390,6 +425,20 @@ GOOD: list[Case] = [
         ),
     ),
 ]
+
+GOOD.append(
+    Case(
+        "good-upstream-keepalive",
+        _conf(
+            " keepalive_timeout 30s 20;\n keepalive_requests 10;\n keepalive_time 2h;\n"
+            " upstream u {\n  least_conn;\n  server 127.0.0.1:8001;\n  keepalive 16;\n"
+            "  keepalive_timeout 5s;\n  keepalive_requests 100;\n  keepalive_time 10m;\n }\n"
+            " server {\n  listen 127.0.0.1:8080;\n  keepalive_timeout 5;\n"
+            "  location / {\n   proxy_pass http://u;\n   proxy_http_version 1.1;\n"
+            '   proxy_set_header Connection "";\n   keepalive_requests 3;\n  }\n }\n'
+        ),
+    )
+)
 
 KNOWN_DIFFERENCES: list[Case] = [
     Case(

@@ -239,6 +239,10 @@ def _freeze_http(hb: HttpBuilder) -> HttpConf:
             hash_key=u.hash_key,
             implicit=u.implicit,
             websocket_health_check=u.websocket_health_check,
+            keepalive=u.keepalive,
+            keepalive_timeout=u.values.get("keepalive_timeout", 60.0),
+            keepalive_requests=u.values.get("keepalive_requests", 1000),
+            keepalive_time=u.values.get("keepalive_time", 3600.0),
             file=u.file,
             line=u.line,
         )

@@ -57,6 +57,11 @@ class UpstreamBuilder:
     hash_key: ComplexValue | None = None
     implicit: bool = False
     websocket_health_check: HealthCheckConf | None = None
+    # keepalive N (0: none); ``keepalive_seen`` stays set when a balancing method named
+    # after it switched the cache off (nginx replaces the group's init_upstream).
+    keepalive: int = 0
+    keepalive_seen: bool = False
+    values: dict[str, Any] = field(default_factory=dict)  # keepalive_timeout and the like
 
 
 @dataclass(eq=False)
@@ -114,4 +119,6 @@ class Ctx:
             return self.http.values
         if self.kind == "events" and self.main.events is not None:
             return self.main.events
+        if self.kind == "upstream" and self.upstream is not None:
+            return self.upstream.values
         return self.main.values

@@ -96,6 +96,12 @@ class UpstreamConf:
     hash_key: ComplexValue | None = None
     implicit: bool = False
     websocket_health_check: HealthCheckConf | None = None  # None: passive checks only
+    # ngx_http_upstream_keepalive_module: idle connections cached per worker (0: none),
+    # and when a cached connection is closed (seconds; requests per connection).
+    keepalive: int = 0
+    keepalive_timeout: float = 60.0
+    keepalive_requests: int = 1000
+    keepalive_time: float = 3600.0
     file: str = ""
     line: int = 0
 
@@ -213,6 +219,7 @@ class LocationConf:
     keepalive_timeout: float = 75.0
     keepalive_header: float | None = None  # keepalive_timeout's second argument
     keepalive_requests: int = 1000
+    keepalive_time: float = 3600.0  # a client connection older than this is not kept
     client_max_body_size: int = 1024 * 1024
     client_body_timeout: float = 60.0
     server_tokens: bool = True

@@ -464,6 +464,22 @@ def _balancing_method(ctx: Ctx, method: str, args: tuple[str, ...] = ()) -> None
     u.method = method
     u.method_args = args
     u.hash_key = None
+    # A method named after `keepalive` replaces the group's init_upstream, which the
+    # keepalive module had wrapped: the cache is off (nginx's docs: methods go first).
+    u.keepalive = 0
+
+
+def upstream_keepalive(p: Parser, ctx: Ctx, d: Stmt) -> None:
+    # ngx_http_upstream_keepalive: `keepalive N;`, N a positive number; once per group.
+    u = ctx.upstream
+    assert u is not None
+    if u.keepalive_seen:
+        raise d.error(f'"{d.name}" directive is duplicate')
+    v = d.args[0].text
+    if not v.isdigit() or not v.isascii() or int(v) == 0:
+        raise d.error(f'invalid value "{v}" in "{d.name}" directive')
+    u.keepalive = int(v)
+    u.keepalive_seen = True
 
 
 def upstream_no_args_method(p: Parser, ctx: Ctx, d: Stmt) -> None:
@@ -1107,7 +1123,14 @@ DIRECTIVES: dict[str, list[Directive]] = _rows(
     Directive("least_conn", F({UPSTREAM}), 0, 0, upstream_no_args_method),
     Directive("hash", F({UPSTREAM}), 1, 2, upstream_hash),
     Directive("random", F({UPSTREAM}), 0, 2, upstream_random),
-    Directive("keepalive", F({UPSTREAM}), 1, 1, not_supported),
+    Directive("keepalive", F({UPSTREAM}), 1, 1, upstream_keepalive,
+        note="idle connections to the group's peers cached per worker, at most N"),
+    Directive("keepalive_timeout", F({UPSTREAM}), 1, 1, set_msec, default="60s",
+        note="how long a cached connection may stay idle"),
+    Directive("keepalive_requests", F({UPSTREAM}), 1, 1, set_num, default="1000",
+        note="requests on one cached connection"),
+    Directive("keepalive_time", F({UPSTREAM}), 1, 1, set_msec, default="1h",
+        note="how long one cached connection may be used"),
     Directive("websocket_health_check", F({UPSTREAM}), 0, None, websocket_health_check,
         default="interval=5s fails=1 passes=1 uri=/",
         note="wsgate's own: active checks by a WebSocket handshake (and a ping), per "
@@ -1172,6 +1195,7 @@ DIRECTIVES: dict[str, list[Directive]] = _rows(
     Directive("send_timeout", LOC_LEVELS, 1, 1, set_msec, default="60s"),
     Directive("keepalive_timeout", LOC_LEVELS, 1, 2, keepalive_timeout, default="75s"),
     Directive("keepalive_requests", LOC_LEVELS, 1, 1, set_num, default="1000"),
+    Directive("keepalive_time", LOC_LEVELS, 1, 1, set_msec, default="1h"),
     Directive("client_max_body_size", LOC_LEVELS, 1, 1, set_offset, default="1m"),
     Directive("client_body_timeout", LOC_LEVELS, 1, 1, set_msec, default="60s"),
     Directive("server_tokens", LOC_LEVELS, 1, 1, server_tokens, default="on",

@@ -153,6 +153,7 @@ class Downstream(asyncio.Protocol):
         "body_remaining",
         "body_size",
         "body_wire",
+        "born",
         "buf",
         "client_paused",
         "conn",
@@ -181,6 +182,7 @@ class Downstream(asyncio.Protocol):
         self.state = HEAD
         self.buf = bytearray()
         self.conn: ConnInfo | None = None
+        self.born = 0.0  # when the connection was accepted (keepalive_time)
         self.timer: asyncio.TimerHandle | None = None
         self.request: Request | None = None
         self.task: asyncio.Task[None] | None = None
@@ -207,6 +209,7 @@ class Downstream(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)
         peer = transport.get_extra_info("peername") or ("", 0)
         local = transport.get_extra_info("sockname") or ("", 0)
+        self.born = self.loop.time()  # keepalive_time
         self.conn = ConnInfo(
             remote_addr=str(peer[0]),
             remote_port=int(peer[1]),
@@ -479,12 +482,13 @@ class Downstream(asyncio.Protocol):
             head.headers = [(n, v) for n, v in head.headers if n.lower() != "upgrade"]
         # ngx_http_set_keepalive's conditions, known before the response is written so
         # that it can say "Connection: close" (the last of keepalive_requests, or
-        # keepalive_timeout 0).
+        # keepalive_timeout 0, a connection older than keepalive_time).
         conf = found.location or server.defaults
         keep_alive = (
             head.keep_alive
             and conf.keepalive_timeout > 0
             and self.conn.requests < conf.keepalive_requests
+            and self.loop.time() - self.born <= conf.keepalive_time
         )
         return Request(head, server, found, rv, ctx, kind, keep_alive=keep_alive)
 
@@ -996,27 +1000,35 @@ class Downstream(asyncio.Protocol):
         """Try one peer. ``None``: the request is answered. Otherwise (failure, status,
         request_sent) for the retry decision."""
         t0 = self.loop.time()
-        proto: UpstreamProtocol | None = None
         sent = False
-        if not self.worker.connection_available():
+        assert loc.proxy_pass is not None
+        # keepalive: an idle connection to this peer, if the group caches them
+        # (ngx_http_upstream_get_keepalive_peer, after the balancer chose the peer).
+        cache = self.worker.keepalive.get(loc.proxy_pass.upstream)
+        proto = cache.take(peer.conf.name) if cache is not None else None
+        cached = proto is not None
+        if proto is None and not self.worker.connection_available():
             # ngx_http_upstream_connect: no free connection is an internal error (500).
             self._release(request, peer, pick, t0, "-", Outcome.NEXT, None)
             self._respond_error(request, 500)
             return None
         self.worker.upstream_attempts += 1
-        assert loc.proxy_pass is not None
         self.worker.metrics.on_attempt(
             self.worker.metric_groups[loc.proxy_pass.upstream][0], peer.conf.name
         )
-        next(self.worker.counter)  # nginx numbers upstream connections too ($connection)
         try:
-            try:
-                async with asyncio.timeout(loc.proxy_connect_timeout or None):
-                    _, proto = await self._connect(request, loc, peer)
-            except OSError as exc:  # TimeoutError and ssl.SSLError are OSErrors
-                tls = loc.proxy_pass.scheme == "https"
-                return self._failed(request, peer, pick, t0, *_connect_failure(exc, tls), sent)
+            if proto is None:
+                next(self.worker.counter)  # nginx numbers upstream connections ($connection)
+                try:
+                    async with asyncio.timeout(loc.proxy_connect_timeout or None):
+                        _, proto = await self._connect(request, loc, peer)
+                except OSError as exc:  # TimeoutError and ssl.SSLError are OSErrors
+                    tls = loc.proxy_pass.scheme == "https"
+                    return self._failed(request, peer, pick, t0, *_connect_failure(exc, tls), sent)
+            else:
+                proto.reset()
             assert proto.transport is not None
+            proto.requests += 1
             self.upstream = proto
             proto.transport.write(req_bytes)
             proto.sent = len(req_bytes)
@@ -1025,7 +1037,13 @@ class Downstream(asyncio.Protocol):
                 async with asyncio.timeout(loc.proxy_read_timeout or None):
                     resp, rest = await proto.head
             except (OSError, UpstreamClosed, HTTPError) as exc:
-                return self._failed(request, peer, pick, t0, *_header_failure(exc), sent, proto)
+                failed = self._failed(request, peer, pick, t0, *_header_failure(exc), sent, proto)
+                if cached and failed[0] is NextUpstream.ERROR:
+                    # ngx_http_upstream_next: an error on a cached connection gives the
+                    # try back ("TODO: inform balancer instead"); the peer's failure is
+                    # still counted by its balancer, as in nginx.
+                    pick.tries += 1
+                return failed
             status_flag = _STATUS_FLAGS.get(resp.status)
             # An upstream 5xx/403/404/429 moves on only if listed and another try remains.
             if (
@@ -1071,7 +1089,7 @@ class Downstream(asyncio.Protocol):
             return None
         finally:
             self.worker.upstream_attempts -= 1
-            if proto is not None and proto.transport is not None:
+            if proto is not None and proto.idle is None and proto.transport is not None:
                 proto.transport.close()
             if proto is self.upstream and self.state != TUNNEL:
                 self.upstream = None
@@ -1082,7 +1100,7 @@ class Downstream(asyncio.Protocol):
         """Open the connection to ``peer`` (TLS for ``proxy_pass https://``)."""
 
         def factory() -> UpstreamProtocol:
-            return UpstreamProtocol(self.loop, loc.proxy_buffer_size)
+            return UpstreamProtocol(self.loop, loc.proxy_buffer_size, peer.conf.name)
 
         ctx = self.worker.upstream_tls.get(id(loc))
         if ctx is None:
@@ -1217,7 +1235,37 @@ class Downstream(asyncio.Protocol):
         self._release(request, peer, pick, t0, str(status), Outcome.SUCCESS, proto)
         if not ok:
             request.keep_alive = False
+        elif mode != BodyMode.EOF and status != 101:
+            self._keep_upstream(loc, proto, resp)
         self._finish_request(request)
+
+    def _keep_upstream(
+        self, loc: LocationConf, proto: UpstreamProtocol, resp: ResponseHead
+    ) -> None:
+        """Cache the peer connection of a response that ended cleanly and was framed, if
+        its group has ``keepalive`` (ngx_http_upstream_free_keepalive_peer with the
+        proxy module's ``u->keepalive``). As in nginx, the request's version and headers
+        play no part: a peer asked in HTTP/1.0 that answers in HTTP/1.1 without
+        ``Connection: close`` is cached, and dropped when its close arrives."""
+        assert loc.proxy_pass is not None
+        cache = self.worker.keepalive.get(loc.proxy_pass.upstream)
+        transport = proto.transport
+        if (
+            cache is None
+            or transport is None
+            or transport.is_closing()
+            or proto.eof
+            or proto.extra
+            or self.worker.closing
+            # ngx_http_proxy_process_status_line: a response older than HTTP/1.1 is
+            # connection_close; so is any "Connection" line holding "close".
+            or resp.version != "1.1"
+            or _says_close(resp.headers)
+            or transport.get_write_buffer_size()  # the request was not all sent
+            or not cache.reusable(proto)
+        ):
+            return
+        cache.put(proto)
 
     def _rewrite_redirects(
         self, request: Request, loc: LocationConf, headers: list[tuple[str, str]]
@@ -1740,6 +1788,12 @@ def _connect_failure(exc: OSError, tls: bool) -> tuple[NextUpstream, int, str, s
     if isinstance(exc, TimeoutError):
         return NextUpstream.TIMEOUT, 504, message, action
     return NextUpstream.ERROR, 502, message, action
+
+
+def _says_close(headers: list[tuple[str, str]]) -> bool:
+    """Whether a peer's ``Connection`` line contains "close", in any case
+    (ngx_http_upstream_process_connection)."""
+    return any(n.lower() == "connection" and "close" in v.lower() for n, v in headers)
 
 
 def _header_failure(exc: Exception) -> tuple[NextUpstream, int, str, str]:

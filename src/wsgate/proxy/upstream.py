@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from wsgate.errors import HTTPError
 from wsgate.http.parser import ChunkedDecoder, ResponseHead, find_head_end, parse_response_head
+
+if TYPE_CHECKING:
+    from wsgate.proxy.keepalive import KeepaliveCache
 
 __all__ = [
     "CONNECTING",
@@ -74,12 +77,21 @@ class BodyMode:
 
 
 class UpstreamProtocol(asyncio.Protocol):
-    """One connection to a peer, for one request."""
+    """One connection to a peer, for one request at a time: with ``keepalive`` in the
+    group it may be cached between requests (``proxy.keepalive``) and :meth:`reset`."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, max_head: int) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, max_head: int, peer: str = "") -> None:
         self.loop = loop
         self.max_head = max_head
         self.transport: asyncio.Transport | None = None
+        self.peer = peer  # the PeerConf name, the key of the keepalive cache
+        self.born = loop.time()  # for keepalive_time
+        self.requests = 0  # requests sent on this connection (keepalive_requests)
+        self.idle: KeepaliveCache | None = None  # the cache holding it while idle
+        self._clear()
+
+    def _clear(self) -> None:
+        loop = self.loop
         self.buf = bytearray()
         self.head: asyncio.Future[tuple[ResponseHead, bytes]] = loop.create_future()
         self.done: asyncio.Future[None] = loop.create_future()
@@ -93,6 +105,18 @@ class UpstreamProtocol(asyncio.Protocol):
         self.received = 0  # bytes read from the peer, head included ($upstream_bytes_received)
         self.last_read = loop.time()
         self.eof = False
+        self.extra = False  # bytes came after the response's end: never cached
+
+    def reset(self) -> None:
+        """Make a cached connection ready for its next request."""
+        self._clear()
+
+    def go_idle(self, cache: KeepaliveCache) -> None:
+        """Called by the cache: the connection now waits, idle, for another request."""
+        self.idle = cache
+        self.client = None
+        if self.transport is not None:
+            self.transport.resume_reading()  # to see the peer close it
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports implement asyncio.Transport without subclassing it.
@@ -107,6 +131,9 @@ class UpstreamProtocol(asyncio.Protocol):
             self._relay(data)
             return
         if self.head.done():
+            if self.idle is not None:  # an idle cached connection must not speak
+                self.idle.drop(self)
+                return
             self.buf += data  # after the head, before relay_body: keep for the caller
             return
         start = max(0, len(self.buf) - 3)
@@ -137,6 +164,8 @@ class UpstreamProtocol(asyncio.Protocol):
             _fail(self.head, UpstreamClosed())
         elif self.client is not None:
             self._finish_eof()
+        elif self.idle is not None:
+            self.idle.drop(self)
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -144,6 +173,8 @@ class UpstreamProtocol(asyncio.Protocol):
             _fail(self.head, UpstreamClosed() if exc is None else exc)
         elif self.client is not None and not self.done.done():
             self._finish_eof()
+        elif self.idle is not None:
+            self.idle.drop(self)
 
     # -- relaying the body ---------------------------------------------------------------
 
@@ -160,14 +191,14 @@ class UpstreamProtocol(asyncio.Protocol):
         self.client = client
         self.mode = mode
         self.rechunk = rechunk
-        if mode == BodyMode.NONE:
+        if mode == BodyMode.NONE or (mode == BodyMode.LENGTH and not length):
             self.done.set_result(None)
+            if self.buf:
+                self.extra = True
+                self.buf.clear()
             return
         if mode == BodyMode.LENGTH:
             self.remaining = length or 0
-            if self.remaining == 0:
-                self.done.set_result(None)
-                return
         if mode == BodyMode.CHUNKED:
             self.decoder = ChunkedDecoder()
         pending = bytes(self.buf)
@@ -189,12 +220,15 @@ class UpstreamProtocol(asyncio.Protocol):
 
     def _relay(self, data: bytes) -> None:
         if self.done.done() or not data:
+            if data:
+                self.extra = True
             return
         if self.mode == BodyMode.LENGTH:
             piece = data[: self.remaining]
             self.remaining -= len(piece)
             self._write(piece)
             if self.remaining == 0:
+                self.extra = len(data) > len(piece)
                 self.done.set_result(None)
         elif self.mode == BodyMode.CHUNKED:
             assert self.decoder is not None
@@ -207,6 +241,7 @@ class UpstreamProtocol(asyncio.Protocol):
                 if piece:
                     self._write(piece)
             if self.decoder.done:
+                self.extra = bool(self.decoder.leftover)
                 self._end_chunks()
                 self.done.set_result(None)
         else:

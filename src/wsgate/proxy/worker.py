@@ -21,6 +21,7 @@ from wsgate.balancer.base import Balancer
 from wsgate.conf.model import ListenConf, LocationConf, MainConf
 from wsgate.log.access_log import AccessLogs
 from wsgate.log.error_log import ErrorLog
+from wsgate.proxy.keepalive import KeepaliveCache
 from wsgate.proxy.metrics import Metrics
 from wsgate.proxy.stats import Stats
 from wsgate.proxy.tunnel import IdleSweep, Tunnel
@@ -116,6 +117,12 @@ class Worker:
         self.balancers: dict[str, Balancer] = {
             key: for_upstream(u) for key, u in conf.http.upstreams.items()
         }
+        # keepalive N: this worker's idle peer connections, per group that has it.
+        self.keepalive: dict[str, KeepaliveCache] = {
+            key: KeepaliveCache(self.loop, u)
+            for key, u in conf.http.upstreams.items()
+            if u.keepalive
+        }
         # wsgate_metrics: this worker's Prometheus metrics (files shared by all workers
         # when the master enabled multiprocess mode).
         self.metrics = Metrics(self.stats)
@@ -199,8 +206,12 @@ class Worker:
 
     @property
     def active_connections(self) -> int:
-        """Connections in use: clients, plus one per upstream attempt; a tunnel's two."""
-        return len(self.connections) + 2 * len(self.tunnels) + self.upstream_attempts
+        """Connections in use: clients, plus one per upstream attempt; a tunnel's two;
+        cached idle upstream connections (keepalive)."""
+        active = len(self.connections) + 2 * len(self.tunnels) + self.upstream_attempts
+        if self.keepalive:
+            active += sum(len(cache) for cache in self.keepalive.values())
+        return active
 
     def connection_available(self) -> bool:
         """Whether one more connection fits in ``worker_connections``; logs nginx's alert
@@ -283,6 +294,8 @@ class Worker:
             server.close()
         for checker in self.health_checkers:
             checker.cancel()
+        for cache in self.keepalive.values():
+            cache.close()  # idle peer connections go at once (ngx_close_idle_connections)
 
     async def stop(
         self, graceful: bool = True, timeout: float | None = None, reload: bool = False

@@ -1,0 +1,123 @@
+"""A peer for upstream keep-alive tests: it records which request paths arrived on which
+of its connections and answers by path, and never closes a connection on its own unless
+the answer needs it, so a test sees the proxy's own decision to reuse a connection.
+
+Used in-process by ``tests/integration/test_upstream_keepalive.py`` and, behind real nginx
+and wsgate alike, by ``tests/interop/test_nginx_upstream_keepalive.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from types import TracebackType
+from typing import Self
+
+from tests.support.lb import IO_TIMEOUT
+
+__all__ = ["OK", "RESPONSES", "ScriptedPeer"]
+
+OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+RESPONSES = {
+    "/ok": OK,
+    "/chunked": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",
+    "/empty": b"HTTP/1.1 204 No Content\r\n\r\n",
+    "/say-close": b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok",
+    "/http10": b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok",
+    "/http10-ka": b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 2\r\n\r\nok",
+    "/extra": b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokXX",
+}
+
+
+class ScriptedPeer:
+    """An HTTP/1.1 peer that answers by path (:data:`RESPONSES`; anything else: ``/ok``)
+    and keeps every connection open; ``conns[i]`` lists the paths received on its i-th
+    connection, ``closed`` counts connections the proxy closed.
+
+    ``/close-delimited`` answers without framing and closes; ``/slow`` answers after
+    0.3 s. With :attr:`slam_reused` set, the next request that arrives on a connection
+    which already served one is dropped unanswered (the connection is closed), as a peer
+    that closes an idle connection just as the proxy reuses it.
+    """
+
+    def __init__(self) -> None:
+        self.port = 0
+        self.conns: list[list[str]] = []
+        self.closed = 0
+        self.slam_reused = False
+        self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._changed = asyncio.Event()
+
+    async def __aenter__(self) -> Self:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        server, self._server = self._server, None
+        if server is not None:
+            server.close()
+        self.drop_all()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if server is not None:
+            await server.wait_closed()
+
+    def drop_all(self) -> None:
+        """Close every open connection from the peer's side (FIN)."""
+        for writer in list(self._writers):
+            writer.close()
+
+    async def wait(self, condition: str) -> None:
+        """Wait until ``eval(condition)`` on this peer holds, bounded by IO_TIMEOUT."""
+        async with asyncio.timeout(IO_TIMEOUT):
+            while not eval(condition, {}, {"peer": self}):
+                self._changed.clear()
+                await self._changed.wait()
+
+    @property
+    def requests(self) -> int:
+        return sum(len(c) for c in self.conns)
+
+    def _changed_now(self) -> None:
+        self._changed.set()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        self._writers.add(writer)
+        paths: list[str] = []
+        self.conns.append(paths)
+        self._changed_now()
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                path = head.split(b" ", 2)[1].decode()
+                if self.slam_reused and paths:
+                    self.slam_reused = False
+                    return
+                paths.append(path)
+                self._changed_now()
+                if path == "/close-delimited":
+                    writer.write(b"HTTP/1.1 200 OK\r\n\r\nok")
+                    await writer.drain()
+                    return
+                if path == "/slow":
+                    await asyncio.sleep(0.3)
+                writer.write(RESPONSES.get(path, OK))
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError, asyncio.CancelledError):
+            self.closed += 1
+        finally:
+            self._writers.discard(writer)
+            writer.close()
+            self._tasks.discard(task)
+            self._changed_now()
