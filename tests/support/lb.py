@@ -15,6 +15,7 @@ Every read is bounded by :data:`IO_TIMEOUT`.
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import base64
 import contextlib
@@ -26,6 +27,7 @@ from typing import Self
 __all__ = [
     "IO_TIMEOUT",
     "TRIED_FORMAT",
+    "PeerServer",
     "Reply",
     "StubPeer",
     "Tried",
@@ -164,18 +166,17 @@ def tried_lines(text: str) -> list[Tried]:
     return out
 
 
-class StubPeer:
-    """A peer that misbehaves: ``silent`` reads requests and never answers; otherwise
-    every request head gets ``status`` with ``X-Backend: NAME`` and an empty body.
+class PeerServer(abc.ABC):
+    """What the test peers share: a listener on a free port of 127.0.0.1 for the ``async
+    with`` block, the connections and their tasks (so that the block's end stops them all),
+    and ``_changed``, set whenever something a test waits on changed.
 
-    ``requests`` counts request heads received; :meth:`wait_requests` waits for a count.
+    A subclass writes :meth:`_serve`, calls :meth:`_track` first and :meth:`_untrack` in
+    its ``finally``, and may override :meth:`_drop_connections` (default: reset them).
     """
 
-    def __init__(self, name: str, *, status: int | None = None) -> None:
-        self.name = name
-        self.status = status
+    def __init__(self) -> None:
         self.port = 0
-        self.requests = 0
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -195,13 +196,49 @@ class StubPeer:
         server, self._server = self._server, None
         if server is not None:
             server.close()
-        for writer in list(self._writers):
-            writer.transport.abort()
+        self._drop_connections()
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if server is not None:
             await server.wait_closed()
+
+    def _drop_connections(self) -> None:
+        """At the block's end: reset every connection still open."""
+        for writer in list(self._writers):
+            writer.transport.abort()
+
+    def _track(self, writer: asyncio.StreamWriter) -> asyncio.Task[None]:
+        """Start of :meth:`_serve`: remember this connection and its task."""
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        self._writers.add(writer)
+        return task
+
+    def _untrack(self, writer: asyncio.StreamWriter, task: asyncio.Task[None]) -> None:
+        """End of :meth:`_serve` (its ``finally``): close and forget the connection."""
+        self._writers.discard(writer)
+        writer.close()
+        self._tasks.discard(task)
+
+    @abc.abstractmethod
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Talk to one connection."""
+
+
+class StubPeer(PeerServer):
+    """A peer that misbehaves: ``silent`` reads requests and never answers; otherwise
+    every request head gets ``status`` with ``X-Backend: NAME`` and an empty body.
+
+    ``requests`` counts request heads received; :meth:`wait_requests` waits for a count.
+    """
+
+    def __init__(self, name: str, *, status: int | None = None) -> None:
+        super().__init__()
+        self.name = name
+        self.status = status
+        self.requests = 0
 
     async def wait_requests(self, count: int) -> None:
         """Return once ``count`` request heads have arrived (bounded by the caller)."""
@@ -210,10 +247,7 @@ class StubPeer:
             await self._changed.wait()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._tasks.add(task)
-        self._writers.add(writer)
+        task = self._track(writer)
         try:
             while True:
                 await reader.readuntil(b"\r\n\r\n")
@@ -230,6 +264,4 @@ class StubPeer:
         except (asyncio.IncompleteReadError, ConnectionError, asyncio.CancelledError):
             pass
         finally:
-            self._writers.discard(writer)
-            writer.close()
-            self._tasks.discard(task)
+            self._untrack(writer, task)

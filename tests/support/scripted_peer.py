@@ -9,10 +9,8 @@ and wsgate alike, by ``tests/interop/test_nginx_upstream_keepalive.py``.
 from __future__ import annotations
 
 import asyncio
-from types import TracebackType
-from typing import Self
 
-from tests.support.lb import IO_TIMEOUT
+from tests.support.lb import IO_TIMEOUT, PeerServer
 
 __all__ = ["OK", "RESPONSES", "ScriptedPeer"]
 
@@ -28,7 +26,7 @@ RESPONSES = {
 }
 
 
-class ScriptedPeer:
+class ScriptedPeer(PeerServer):
     """An HTTP/1.1 peer that answers by path (:data:`RESPONSES`; anything else: ``/ok``)
     and keeps every connection open; ``conns[i]`` lists the paths received on its i-th
     connection, ``closed`` counts connections the proxy closed.
@@ -40,35 +38,13 @@ class ScriptedPeer:
     """
 
     def __init__(self) -> None:
-        self.port = 0
+        super().__init__()
         self.conns: list[list[str]] = []
         self.closed = 0
         self.slam_reused = False
-        self._server: asyncio.Server | None = None
-        self._writers: set[asyncio.StreamWriter] = set()
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._changed = asyncio.Event()
 
-    async def __aenter__(self) -> Self:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        self.port = self._server.sockets[0].getsockname()[1]
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        server, self._server = self._server, None
-        if server is not None:
-            server.close()
+    def _drop_connections(self) -> None:
         self.drop_all()
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        if server is not None:
-            await server.wait_closed()
 
     def drop_all(self) -> None:
         """Close every open connection from the peer's side (FIN)."""
@@ -90,10 +66,7 @@ class ScriptedPeer:
         self._changed.set()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._tasks.add(task)
-        self._writers.add(writer)
+        task = self._track(writer)
         paths: list[str] = []
         self.conns.append(paths)
         self._changed_now()
@@ -117,7 +90,5 @@ class ScriptedPeer:
         except (asyncio.IncompleteReadError, ConnectionError, asyncio.CancelledError):
             self.closed += 1
         finally:
-            self._writers.discard(writer)
-            writer.close()
-            self._tasks.discard(task)
+            self._untrack(writer, task)
             self._changed_now()
