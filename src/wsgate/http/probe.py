@@ -35,14 +35,20 @@ import struct
 from wsgate.errors import HTTPError
 from wsgate.http.parser import find_head_end, parse_response_head
 from wsgate.http.upgrade import Upgrade, check_upgrade_response
+from wsgate.http.wsframe import (
+    CLOSE_NO_STATUS,
+    CLOSE_NORMAL,
+    MAX_CONTROL,
+    OP_CLOSE,
+    OP_PONG,
+    close_frame,
+    ping_frame,
+)
 
-__all__ = ["HEAD_LIMIT", "Probe", "ProbeState", "close_frame", "masked_frame", "ping_frame"]
+__all__ = ["HEAD_LIMIT", "Probe", "ProbeState"]
 
 HEAD_LIMIT = 16 * 1024  # a 101 head is a few hundred bytes; proxy_buffer_size is 4k
 
-_OP_CLOSE, _OP_PING, _OP_PONG = 0x8, 0x9, 0xA
-_CLOSE_NORMAL = 1000
-_MAX_CONTROL = 125  # RFC 6455 §5.5: a control frame's payload is at most 125 bytes
 
 _READING_HEADER = "reading response header from upstream"
 _WAITING_PONG = "waiting for pong from upstream"
@@ -55,27 +61,6 @@ class ProbeState(enum.Enum):
     PING = "ping"
     PASSED = "passed"
     FAILED = "failed"
-
-
-def masked_frame(opcode: int, payload: bytes, mask: bytes | None = None) -> bytes:
-    """One final client frame (RFC 6455 §5.2): FIN set, ``payload`` masked with ``mask``
-    (4 random bytes when ``None``, §5.3). Only control frames are sent, so the payload is
-    at most 125 bytes and the length fits in the second byte."""
-    if len(payload) > _MAX_CONTROL:
-        raise ValueError("control frame payload longer than 125 bytes")
-    key = os.urandom(4) if mask is None else mask
-    masked = bytes(b ^ key[i % 4] for i, b in enumerate(payload))
-    return struct.pack("!BB", 0x80 | opcode, 0x80 | len(payload)) + key + masked
-
-
-def ping_frame(payload: bytes, mask: bytes | None = None) -> bytes:
-    """A masked Ping carrying ``payload``."""
-    return masked_frame(_OP_PING, payload, mask)
-
-
-def close_frame(code: int = _CLOSE_NORMAL, mask: bytes | None = None) -> bytes:
-    """A masked Close with ``code`` and no reason."""
-    return masked_frame(_OP_CLOSE, struct.pack("!H", code), mask)
 
 
 class Probe:
@@ -178,7 +163,7 @@ class Probe:
 
     def _pass(self) -> None:
         self.state = ProbeState.PASSED
-        self._out += close_frame()
+        self._out += close_frame(CLOSE_NORMAL, mask=True)
         self._buf.clear()
 
     def _handshake(self, head: bytes) -> bool:
@@ -199,7 +184,7 @@ class Probe:
             self._pass()
             return False
         self.state = ProbeState.PING
-        self._out += ping_frame(self._ping_payload)
+        self._out += ping_frame(self._ping_payload, mask=True)
         return True
 
     def _frames(self, data: bytes) -> None:
@@ -239,10 +224,10 @@ class Probe:
                 return False
             (length,) = struct.unpack_from("!Q", buf, 2)
             at = 10
-        if opcode >= 0x8 and (length > _MAX_CONTROL or not first & 0x80):
+        if opcode >= 0x8 and (length > MAX_CONTROL or not first & 0x80):
             self._fail("upstream sent a bad WebSocket control frame")
             return False
-        if opcode not in (_OP_CLOSE, _OP_PONG):
+        if opcode not in (OP_CLOSE, OP_PONG):
             # Data or a Ping of the peer's own: drop it, keeping nothing of its payload.
             here = min(length, len(buf) - at)
             del buf[: at + here]
@@ -252,8 +237,8 @@ class Probe:
             return False
         payload = bytes(buf[at : at + length])
         del buf[: at + length]
-        if opcode == _OP_CLOSE:
-            code = struct.unpack_from("!H", payload)[0] if length >= 2 else 1005
+        if opcode == OP_CLOSE:
+            code = struct.unpack_from("!H", payload)[0] if length >= 2 else CLOSE_NO_STATUS
             self._fail(f"upstream closed the WebSocket ({code}) while {_WAITING_PONG}")
         elif payload == self._ping_payload:
             self._pass()

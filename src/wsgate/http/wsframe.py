@@ -1,6 +1,6 @@
 """WebSocket framing without I/O (RFC 6455 §5): what wsgate reads and writes itself.
 
-Three users, one module:
+Its users, one module:
 
 * The status page (``wsgate_status``) speaks WebSocket itself, one way: :func:`text_frame`
   and :func:`close_frame` build its frames, and :class:`ClientFrames` reads the client's
@@ -11,7 +11,8 @@ Three users, one module:
   ``websocket_max_message_size``, notes the first Close code, swallows the Pongs that
   answer wsgate's own Pings, and lets wsgate put its own frames (Ping, Close) into a
   direction at a frame boundary (:meth:`FrameScanner.inject`).
-* Frames wsgate sends to a backend are masked as a client's must be (§5.3): ``mask=True``.
+* Frames wsgate sends to a backend (the tunnel's Pings and Closes, the health checks'
+  probes in ``http/probe.py``) are masked as a client's must be (§5.3): ``mask=True``.
 """
 
 from __future__ import annotations
@@ -25,8 +26,13 @@ __all__ = [
     "CLOSE_GOING_AWAY",
     "CLOSE_MESSAGE_TOO_BIG",
     "CLOSE_NORMAL",
+    "CLOSE_NO_STATUS",
     "CLOSE_PROTOCOL_ERROR",
     "CLOSE_SERVICE_RESTART",
+    "MAX_CONTROL",
+    "OP_CLOSE",
+    "OP_PING",
+    "OP_PONG",
     "ClientFrames",
     "Closed",
     "FrameScanner",
@@ -48,8 +54,7 @@ OP_CONTINUATION = 0x0
 OP_CLOSE = 0x8
 OP_PING = 0x9
 OP_PONG = 0xA
-_OP_CLOSE = OP_CLOSE
-_MAX_CONTROL = 125  # RFC 6455 §5.5: a control frame's payload is at most 125 bytes
+MAX_CONTROL = 125  # RFC 6455 §5.5: a control frame's payload is at most 125 bytes
 
 
 def _header(opcode: int, length: int, masked: bool = False) -> bytes:
@@ -71,12 +76,14 @@ def _masked(payload: bytes, key: bytes) -> bytes:
     return (int.from_bytes(payload, "big") ^ int.from_bytes(keys, "big")).to_bytes(n, "big")
 
 
-def frame(opcode: int, payload: bytes = b"", mask: bool = False) -> bytes:
+def frame(opcode: int, payload: bytes = b"", mask: bool = False, key: bytes | None = None) -> bytes:
     """One whole frame (FIN set). With ``mask`` (frames wsgate sends to a backend, as a
-    client, §5.3) the payload is masked with a fresh random key."""
+    client, §5.3) the payload is masked with a fresh random key, or with ``key`` (4 bytes)
+    when one is given."""
     if not mask:
         return _header(opcode, len(payload)) + payload
-    key = os.urandom(4)
+    if key is None:
+        key = os.urandom(4)
     return _header(opcode, len(payload), True) + key + _masked(payload, key)
 
 
@@ -85,15 +92,15 @@ def text_frame(text: str) -> bytes:
     return frame(0x1, text.encode("utf-8"))
 
 
-def close_frame(code: int = CLOSE_NORMAL, mask: bool = False) -> bytes:
+def close_frame(code: int = CLOSE_NORMAL, mask: bool = False, key: bytes | None = None) -> bytes:
     """A Close frame with ``code``; after writing it, wait for the peer's Close or close
     the transport."""
-    return frame(OP_CLOSE, struct.pack("!H", code), mask)
+    return frame(OP_CLOSE, struct.pack("!H", code), mask, key)
 
 
-def ping_frame(payload: bytes, mask: bool = False) -> bytes:
+def ping_frame(payload: bytes, mask: bool = False, key: bytes | None = None) -> bytes:
     """A Ping frame; the peer answers with a Pong carrying the same ``payload`` (§5.5.2)."""
-    return frame(OP_PING, payload, mask)
+    return frame(OP_PING, payload, mask, key)
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,13 +167,13 @@ class ClientFrames:
                 return None, False
             (length,) = struct.unpack_from("!Q", buf, 2)
             at = 10
-        if opcode >= 0x8 and (length > _MAX_CONTROL or not first & 0x80):
+        if opcode >= 0x8 and (length > MAX_CONTROL or not first & 0x80):
             return Closed(CLOSE_PROTOCOL_ERROR, "bad control frame"), False
         if len(buf) < at + 4:
             return None, False
         mask = bytes(buf[at : at + 4])
         at += 4
-        if opcode != _OP_CLOSE:
+        if opcode != OP_CLOSE:
             # Not a Close: drop the frame, keeping nothing of its payload.
             here = min(length, len(buf) - at)
             del buf[: at + here]

@@ -7,7 +7,7 @@ import struct
 
 import pytest
 
-from wsgate.http.probe import HEAD_LIMIT, Probe, ProbeState, close_frame, masked_frame
+from wsgate.http.probe import HEAD_LIMIT, Probe, ProbeState
 from wsgate.http.upgrade import accept_value
 
 KEY = "dGhlIHNhbXBsZSBub25jZQ=="  # RFC 6455 §1.3's example key
@@ -208,11 +208,3 @@ def test_skipped_payloads_are_not_kept() -> None:
     assert len(p._buf) == 0 and p._skip == 10
     p.receive_data(b"\0" * 10 + PONG)
     assert p.state is ProbeState.PASSED
-
-
-def test_frames_are_masked_with_the_given_key() -> None:
-    # "a" ^ 1, "b" ^ 2, "c" ^ 3 and "d" ^ 4 are all "`"
-    assert masked_frame(0x9, b"abcd", b"\x01\x02\x03\x04") == b"\x89\x84\x01\x02\x03\x04````"
-    assert close_frame(1001, b"\0\0\0\0") == b"\x88\x82\0\0\0\0\x03\xe9"
-    with pytest.raises(ValueError, match="125"):
-        masked_frame(0x9, b"x" * 126)

@@ -12,6 +12,8 @@ from wsgate.http.wsframe import (
     ClientFrames,
     Closed,
     close_frame,
+    frame,
+    ping_frame,
     text_frame,
 )
 
@@ -93,3 +95,15 @@ def test_large_payload_is_skipped_not_kept() -> None:
 )
 def test_protocol_errors(wire: bytes, error: str) -> None:
     assert ClientFrames().feed(wire) == Closed(CLOSE_PROTOCOL_ERROR, error)
+
+
+def test_client_frames_are_masked_with_the_given_key() -> None:
+    # "a" ^ 1, "b" ^ 2, "c" ^ 3 and "d" ^ 4 are all "`"
+    key = b"\x01\x02\x03\x04"
+    assert ping_frame(b"abcd", mask=True, key=key) == b"\x89\x84\x01\x02\x03\x04````"
+    assert close_frame(1001, mask=True, key=b"\0\0\0\0") == b"\x88\x82\0\0\0\0\x03\xe9"
+    # A random key otherwise, and the 16-bit length form past 125 bytes (§5.2).
+    a = ping_frame(b"x", mask=True)
+    assert a[:2] == b"\x89\x81" and len(a) == 7
+    long = frame(0x2, b"y" * 126, mask=True, key=b"\0\0\0\0")
+    assert long[:4] == b"\x82\xfe\x00\x7e" and long[8:] == b"y" * 126
