@@ -9,6 +9,9 @@ Theory of operation:
   a drift of the machine (another tenant, thermal, caches) lands on all of them alike. Each
   turn is one run of :mod:`bench.loadgen` (a fresh process) with a warm-up, then a window
   of ``--duration`` seconds, in which it reads the proxy's CPU from ``/proc``.
+* ``floor-1w`` (:mod:`bench.floor`) is the least a Python proxy on uvloop does per
+  request, with none of the product's features; it runs the per-request scenarios only, to
+  show how much of wsgate's cost there is the interpreter's and how much its features'.
 * The idle-tunnel scenario starts a fresh proxy for each turn (a process that already
   served other scenarios would reuse memory it freed) and reports the growth of the whole
   tree's RSS (master + workers) per tunnel held.
@@ -39,7 +42,15 @@ from pathlib import Path
 from typing import Any
 
 from bench import report
-from bench.services import NGINX, REPO, Service, nginx_proxy, node_backends, wsgate_proxy
+from bench.services import (
+    NGINX,
+    REPO,
+    Service,
+    floor_proxy,
+    nginx_proxy,
+    node_backends,
+    wsgate_proxy,
+)
 
 __all__ = ["SCENARIOS", "TARGETS", "Scenario", "Target", "main"]
 
@@ -61,9 +72,15 @@ class Target:
     """Where the load goes: ``direct`` to the backends, or a proxy and its worker count."""
 
     key: str
-    kind: str  # direct | nginx | wsgate
+    kind: str  # direct | nginx | wsgate | floor
     workers: int
     frames: bool = False  # wsgate with the frame-aware relay (docs/websocket.md)
+    scenarios: tuple[str, ...] = ()  # the scenarios it runs (all when empty)
+    default: bool = True  # in a run without --targets
+
+    def runs(self, scenario: Scenario) -> bool:
+        """Whether this target takes part in ``scenario``."""
+        return not self.scenarios or scenario.key in self.scenarios
 
 
 SCENARIOS = (
@@ -82,8 +99,11 @@ TARGETS = (
     Target("wsgate-1w", "wsgate", 1),
     Target("nginx-2w", "nginx", 2),
     Target("wsgate-2w", "wsgate", 2),
+    # The least a Python proxy does per request (bench/floor.py), for the per-request
+    # targets only.
+    Target("floor-1w", "floor", 1, scenarios=("session", "http")),
     # Not in the default run: ask for it with --targets.
-    Target("wsgate-frames-1w", "wsgate", 1, frames=True),
+    Target("wsgate-frames-1w", "wsgate", 1, frames=True, default=False),
 )
 
 RESULTS = REPO / "bench" / "results"
@@ -98,6 +118,8 @@ def _raise_nofile() -> None:
 def _start_proxy(workdir: Path, target: Target, backends: Sequence[int], tag: str) -> Service:
     if target.kind == "nginx":
         return nginx_proxy(workdir, f"{target.key}{tag}", backends, target.workers)
+    if target.kind == "floor":
+        return floor_proxy(workdir, f"{target.key}{tag}", backends)
     return wsgate_proxy(workdir, f"{target.key}{tag}", backends, target.workers, target.frames)
 
 
@@ -217,12 +239,15 @@ def run_benchmark(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         pids.extend(bpids)
         busy = [s for s in scenarios if s.loadgen != "idle"]
         if busy:
-            with _proxies(workdir, targets, bports) as proxies:
+            used = [t for t in targets if any(t.runs(s) for s in busy)]
+            with _proxies(workdir, used, bports) as proxies:
                 for service in proxies.values():
                     pids.extend([service.pid, *service.worker_pids()])
                 for scenario in busy:
                     for rnd in range(args.rounds):
                         for target in targets:
+                            if not target.runs(scenario):
+                                continue
                             proxy = proxies.get(target.key)
                             ports = bports if proxy is None else [proxy.port]
                             watch = [] if proxy is None else [proxy.pid]
@@ -238,7 +263,7 @@ def run_benchmark(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         for scenario in idle:
             for rnd in range(min(args.rounds, args.idle_rounds)):
                 for target in targets:
-                    if target.kind == "direct":
+                    if target.kind == "direct" or not target.runs(scenario):
                         continue
                     service = _start_proxy(workdir, target, bports, f"-idle{rnd}")
                     pids.extend([service.pid, *service.worker_pids()])
@@ -339,7 +364,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument(
         "--targets",
         type=lambda s: s.split(","),
-        default=[t.key for t in TARGETS if not t.frames],
+        default=[t.key for t in TARGETS if t.default],
         help="comma-separated, from: " + ",".join(t.key for t in TARGETS),
     )
     p.add_argument(

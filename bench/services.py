@@ -232,10 +232,14 @@ def _prefix(workdir: Path, name: str) -> Path:
     return prefix
 
 
-def _started(name: str, proc: subprocess.Popen[bytes], port: int, log: Path) -> Service:
+def _started(
+    name: str, proc: subprocess.Popen[bytes], port: int, log: Path, workers: bool = True
+) -> Service:
     service = Service(name, proc, port, log)
     try:
         wait_port(port, proc, name, log)
+        if not workers:
+            return service
         # The master forks its workers before or right after it listens: wait for them.
         deadline = time.monotonic() + START_TIMEOUT
         while not service.worker_pids() and time.monotonic() < deadline:
@@ -270,3 +274,12 @@ def wsgate_proxy(
     log = prefix / "stderr.log"
     cmd = [sys.executable, "-m", "wsgate", "proxy", "-c", str(conf), "-p", str(prefix)]
     return _started(name, _spawn(cmd, log), port, log)
+
+
+def floor_proxy(workdir: Path, name: str, backends: Sequence[int]) -> Service:
+    """Start :mod:`bench.floor` (one process, no workers) on a free port; the caller stops it."""
+    prefix = _prefix(workdir, name)
+    port = free_ports(1)[0]
+    log = prefix / "stderr.log"
+    cmd = [sys.executable, "-m", "bench.floor", str(port), *map(str, backends)]
+    return _started(name, _spawn(cmd, log), port, log, workers=False)
