@@ -14,7 +14,7 @@ demo: $(STAMP)
 test: $(STAMP) node_modules/.package-lock.json
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-# The benchmark against nginx (docs/performance.md): about 4.5 minutes; writes and prints
+# The benchmark against nginx (docs/performance.md): about 4 minutes; writes and prints
 # bench/results/latest.md. Needs nginx and node (`make node`); BENCH_ARGS=--help for flags.
 .PHONY: bench
 bench: $(STAMP) node_modules/.package-lock.json
