@@ -42,6 +42,7 @@ from wsgate.http.wsframe import (
     OP_CLOSE,
     OP_PONG,
     close_frame,
+    frame_header,
     ping_frame,
 )
 
@@ -212,21 +213,13 @@ class Probe:
             self._fail("upstream sent a masked WebSocket frame")
             return False
         opcode = first & 0x0F
-        length = second & 0x7F
-        at = 2
-        if length == 126:
-            if len(buf) < 4:
-                return False
-            (length,) = struct.unpack_from("!H", buf, 2)
-            at = 4
-        elif length == 127:
-            if len(buf) < 10:
-                return False
-            (length,) = struct.unpack_from("!Q", buf, 2)
-            at = 10
-        if opcode >= 0x8 and (length > MAX_CONTROL or not first & 0x80):
+        if opcode >= 0x8 and ((second & 0x7F) > MAX_CONTROL or not first & 0x80):
             self._fail("upstream sent a bad WebSocket control frame")
             return False
+        header = frame_header(buf)
+        if header is None:
+            return False
+        length, at = header
         if opcode not in (OP_CLOSE, OP_PONG):
             # Data or a Ping of the peer's own: drop it, keeping nothing of its payload.
             here = min(length, len(buf) - at)

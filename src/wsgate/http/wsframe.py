@@ -13,6 +13,9 @@ Its users, one module:
   direction at a frame boundary (:meth:`FrameScanner.inject`).
 * Frames wsgate sends to a backend (the tunnel's Pings and Closes, the health checks'
   probes in ``http/probe.py``) are masked as a client's must be (§5.3): ``mask=True``.
+
+The three readers (:class:`ClientFrames`, :class:`FrameScanner` and the probe) find a
+frame's length and header size with :func:`frame_header`.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ __all__ = [
     "FrameScanner",
     "close_frame",
     "frame",
+    "frame_header",
     "ping_frame",
     "text_frame",
 ]
@@ -55,6 +59,29 @@ OP_CLOSE = 0x8
 OP_PING = 0x9
 OP_PONG = 0xA
 MAX_CONTROL = 125  # RFC 6455 §5.5: a control frame's payload is at most 125 bytes
+
+
+def frame_header(buf: bytes | bytearray, pos: int = 0) -> tuple[int, int] | None:
+    """The payload length and the header size of the frame starting at ``buf[pos]``.
+
+    Call once the frame's first two bytes are in ``buf`` (the flags, opcode and mask bit
+    need no more). Returns ``(payload length, header size)``, the size counting the
+    extended length and the masking key (§5.2), which ends the header: the payload starts
+    at ``pos + size``, and a masked frame's key is the 4 bytes before it. ``None`` while
+    the header is incomplete: the caller keeps the bytes and calls again with more.
+    """
+    second = buf[pos + 1]
+    length = second & 0x7F
+    size = 2 if length < 126 else 4 if length == 126 else 10
+    if second & 0x80:
+        size += 4
+    if len(buf) - pos < size:
+        return None
+    if length == 126:
+        length = int.from_bytes(buf[pos + 2 : pos + 4], "big")
+    elif length == 127:
+        length = int.from_bytes(buf[pos + 2 : pos + 10], "big")
+    return length, size
 
 
 def _header(opcode: int, length: int, masked: bool = False) -> bytes:
@@ -155,24 +182,13 @@ class ClientFrames:
             # RFC 6455 §5.1: a server must close on an unmasked client frame.
             return Closed(CLOSE_PROTOCOL_ERROR, "unmasked client frame"), False
         opcode = first & 0x0F
-        length = second & 0x7F
-        at = 2
-        if length == 126:
-            if len(buf) < 4:
-                return None, False
-            (length,) = struct.unpack_from("!H", buf, 2)
-            at = 4
-        elif length == 127:
-            if len(buf) < 10:
-                return None, False
-            (length,) = struct.unpack_from("!Q", buf, 2)
-            at = 10
-        if opcode >= 0x8 and (length > MAX_CONTROL or not first & 0x80):
+        if opcode >= 0x8 and ((second & 0x7F) > MAX_CONTROL or not first & 0x80):
             return Closed(CLOSE_PROTOCOL_ERROR, "bad control frame"), False
-        if len(buf) < at + 4:
+        header = frame_header(buf)
+        if header is None:
             return None, False
-        mask = bytes(buf[at : at + 4])
-        at += 4
+        length, at = header
+        mask = bytes(buf[at - 4 : at])
         if opcode != OP_CLOSE:
             # Not a Close: drop the frame, keeping nothing of its payload.
             here = min(length, len(buf) - at)
@@ -333,20 +349,14 @@ class FrameScanner:
                 self._pass(out, data, start, pos)
                 self.head = data[pos:]
                 return _joined(out)
-            b0, b1 = data[pos], data[pos + 1]
-            length = b1 & 0x7F
-            size = 4 if length == 126 else 10 if length == 127 else 2
-            masked = b1 & 0x80
-            if masked:
-                size += 4
-            if n - pos < size:
+            header = frame_header(data, pos)
+            if header is None:
                 self._pass(out, data, start, pos)
                 self.head = data[pos:]
                 return _joined(out)
-            if length == 126:
-                length = int.from_bytes(data[pos + 2 : pos + 4], "big")
-            elif length == 127:
-                length = int.from_bytes(data[pos + 2 : pos + 10], "big")
+            length, size = header
+            b0 = data[pos]
+            masked = data[pos + 1] & 0x80
             opcode = b0 & 0x0F
             if opcode < 8:  # a data frame (reserved data opcodes count as data)
                 total = self.message_size + length if opcode == OP_CONTINUATION else length

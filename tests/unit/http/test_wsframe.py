@@ -13,6 +13,7 @@ from wsgate.http.wsframe import (
     Closed,
     close_frame,
     frame,
+    frame_header,
     ping_frame,
     text_frame,
 )
@@ -107,3 +108,23 @@ def test_client_frames_are_masked_with_the_given_key() -> None:
     assert a[:2] == b"\x89\x81" and len(a) == 7
     long = frame(0x2, b"y" * 126, mask=True, key=b"\0\0\0\0")
     assert long[:4] == b"\x82\xfe\x00\x7e" and long[8:] == b"y" * 126
+
+
+@pytest.mark.parametrize("size", [0, 1, 125, 126, 127, 65535, 65536, 1 << 32])
+@pytest.mark.parametrize("mask", [False, True])
+def test_frame_header_reads_every_length_form(size: int, mask: bool) -> None:
+    # websockets' serializer writes the header (§5.2); only its header is needed here.
+    wire = Frame(Opcode.BINARY, b"z" * min(size, 70_000)).serialize(mask=mask)
+    header = wire[: len(wire) - min(size, 70_000)]
+    if size > 70_000:  # the 64-bit form, written by hand
+        header = bytes([0x82, (0x80 if mask else 0) | 127]) + size.to_bytes(8, "big")
+        header += b"\1\2\3\4" if mask else b""
+    expected_size = (2 if size < 126 else 4 if size < 65536 else 10) + (4 if mask else 0)
+    assert len(header) == expected_size
+    assert frame_header(header) == (size, expected_size)
+    # Behind other bytes, with a payload after it.
+    assert frame_header(b"??" + header + b"pp", 2) == (size, expected_size)
+    # Incomplete at every cut: keep the bytes and wait.
+    for cut in range(2, expected_size):
+        assert frame_header(header[:cut]) is None
+        assert frame_header(bytearray(b"x" + header[:cut]), 1) is None
