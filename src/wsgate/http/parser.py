@@ -140,7 +140,7 @@ def parse_request_head(head: bytes) -> RequestHead:
     line_end = head.find(b"\r\n")
     request_line = head[:line_end]
     fed = head
-    if any(b >= 0x80 for b in request_line):
+    if not request_line.isascii():
         # nginx passes raw UTF-8 (any byte >= 0x80) in the target; llhttp refuses it. The
         # parser sees an escaped copy; the target and $request keep the bytes as sent.
         fed = _escape_high_bytes(request_line) + head[line_end:]

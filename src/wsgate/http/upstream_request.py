@@ -8,6 +8,7 @@ headers in the order received, except those whose names the list mentions.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 
 __all__ = ["DEFAULT_HEADERS", "build_request_head", "escape_uri", "valid_header_name"]
@@ -24,15 +25,14 @@ DEFAULT_HEADERS = (
     "Upgrade",
 )
 
-_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-")
-_NAME_CHARS_UNDERSCORE = _NAME_CHARS | {"_"}
+_NAME = re.compile(r"[A-Za-z0-9-]+\Z")
+_NAME_UNDERSCORE = re.compile(r"[A-Za-z0-9_-]+\Z")
 
 
 def valid_header_name(name: str, underscores: bool) -> bool:
     """Whether nginx keeps a client header line (``ngx_http_parse_header_line`` with
     ``ignore_invalid_headers on``): letters, digits and ``-``, plus ``_`` if allowed."""
-    allowed = _NAME_CHARS_UNDERSCORE if underscores else _NAME_CHARS
-    return bool(name) and all(ch in allowed for ch in name)
+    return (_NAME_UNDERSCORE if underscores else _NAME).match(name) is not None
 
 
 def build_request_head(

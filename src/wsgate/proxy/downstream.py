@@ -394,7 +394,9 @@ class Downstream(asyncio.Protocol):
             if first_line_end > size:
                 self._reject(414, "client sent too long URI")
                 return
-            if end > n * size or any(len(line) > size for line in self.buf[:end].split(b"\r\n")):
+            if end > n * size or (
+                end > size and any(len(line) > size for line in self.buf[:end].split(b"\r\n"))
+            ):
                 self._reject(494, "client sent too long header line")
                 return
             head_bytes = bytes(self.buf[:end])
