@@ -3,7 +3,8 @@
 Each test checks that the tunnel really went to the C thread, then holds it to what the
 Python relay does: early bytes first, back-pressure (a bounded buffer), EOF and RST each
 way, the idle and send timeouts with nginx's error-log lines, ordering under load, and
-the worker's graceful and fast stops.
+the worker's graceful and fast stops. A seeded mix of 240 tunnels ending every way checks
+that nothing is left behind: tunnels, descriptors, log lines.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import asyncio
 import contextlib
 import hashlib
 import os
+import random
 import re
 import socket
 import struct
@@ -494,3 +496,138 @@ async def test_fast_stop_closes_native_tunnels_at_once(tmp_path: Path) -> None:
             await ws.close()
     access = _log(tmp_path, "access.log")
     assert access.count('"GET /ws HTTP/1.1" 101 3 ') == 5
+
+
+# -- many tunnels, each ending its own way ---------------------------------------------------
+
+_WAYS = ("echo", "peer-eof", "peer-reset", "client-reset", "client-half-close", "bulk")
+_BULK = 256 * 1024
+
+
+_peers_done: list[int] = [0]  # connections _mixed_peer has finished with (and closed)
+
+
+async def _mixed_peer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """A backend whose path says how its tunnel ends: ``/WAY/N``."""
+    try:
+        head = await reader.readuntil(b"\r\n\r\n")
+        way, n = head.split(b" ", 2)[1].decode().split("/")[1:3]
+        key = re.search(rb"Sec-WebSocket-Key: *(\S+)", head, re.IGNORECASE)
+        assert key is not None
+        writer.write(
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Accept: " + websocket_accept(key.group(1)) + b"\r\n\r\n"
+        )
+        if way == "peer-reset":
+            await reader.readexactly(int(n))
+            _reset(writer.get_extra_info("socket"))
+            writer.transport.abort()
+            return
+        if way == "peer-eof":
+            writer.write(await reader.readexactly(int(n)))
+            return  # the finally closes: the client gets the echo, then EOF
+        if way == "bulk":
+            # Both directions at once: the client's bytes counted, a block of our own sent.
+            writer.write(b"b" * _BULK)
+            got = len(await reader.readexactly(_BULK))
+            writer.write(got.to_bytes(8, "big"))
+            await writer.drain()
+        await _echo(reader, writer)
+    except (ConnectionError, asyncio.IncompleteReadError):
+        pass
+    finally:
+        writer.close()
+        with contextlib.suppress(ConnectionError):
+            await writer.wait_closed()
+        _peers_done[0] += 1
+
+
+async def _mixed_client(port: int, way: str, n: int) -> None:
+    ws = await open_tunnel(port, f"/{way}/{n}")
+    assert ws.reply.status == 101
+    data = bytes(i % 251 for i in range(n))
+    async with asyncio.timeout(20):
+        if way == "echo":
+            ws.writer.write(data)
+            assert await ws.reader.readexactly(n) == data
+            await ws.close()
+        elif way == "peer-eof":
+            ws.writer.write(data)
+            assert await ws.reader.readexactly(n) == data
+            assert await ws.reader.read() == b""  # the peer's EOF, passed on
+            await ws.close()
+        elif way == "peer-reset":
+            ws.writer.write(data)
+            assert await ws.eof()
+            await ws.close()
+        elif way == "client-reset":
+            ws.writer.write(data)
+            assert await ws.reader.readexactly(n) == data
+            _reset(ws.writer.get_extra_info("socket"))
+            ws.writer.transport.abort()
+            with contextlib.suppress(ConnectionError):
+                await ws.writer.wait_closed()
+        elif way == "client-half-close":
+            ws.writer.write(data)
+            ws.writer.write_eof()  # nginx's tunnel closes both sides on the first EOF
+            assert await ws.eof()
+            await ws.close()
+        else:  # bulk: a slow reader of 256 KiB while writing 256 KiB
+            ws.writer.write(b"c" * _BULK)
+            got = 0
+            while got < _BULK:
+                got += len(await ws.reader.read(4096))
+                await asyncio.sleep(0)
+            assert got == _BULK
+            assert int.from_bytes(await ws.reader.readexactly(8), "big") == _BULK
+            ws.writer.write(data)
+            assert await ws.reader.readexactly(n) == data
+            await ws.close()
+
+
+def _sockets() -> set[str]:
+    """The sockets this process holds (``socket:[INODE]``)."""
+    found = set()
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):  # the directory's own descriptor is gone
+            target = os.readlink(f"/proc/self/fd/{fd}")
+            if target.startswith("socket:"):
+                found.add(target)
+    return found
+
+
+@needs_native
+async def test_240_tunnels_ending_every_way_leave_nothing_behind(tmp_path: Path) -> None:
+    """A seeded mix of echoes, EOFs and resets from either side, half-closes and bulk
+    transfers, 40 at a time: every tunnel ends with its bytes intact, the relay and the
+    worker hold nothing afterwards, no descriptor is left open, every tunnel is logged,
+    and the worker still opens tunnels."""
+    rng = random.Random(20261125)
+    plan = [(rng.choice(_WAYS), rng.randrange(1, 20_000)) for _ in range(240)]
+    port = free_port()
+    sockets_before = _sockets()
+    _peers_done[0] = 0
+    server = await asyncio.start_server(_mixed_peer, "127.0.0.1", 0)
+    peer_port = server.sockets[0].getsockname()[1]
+    try:
+        async with proxy_in_process(article_conf(port, [peer_port]), tmp_path) as worker:
+            for at in range(0, len(plan), 40):
+                await asyncio.gather(*(_mixed_client(port, w, n) for w, n in plan[at : at + 40]))
+            await _until(lambda: not worker.tunnels)
+            assert worker.native is not None
+            assert worker.native.opened == len(plan)
+            assert worker.native.relay.tunnels == 0 and not worker.native.tunnels
+            assert worker.active_connections == 0
+            # Still serving.
+            ws = await open_tunnel(port, "/echo/1")
+            assert await ws.echo(b"after") == b"after"
+            await ws.close()
+            await _until(lambda: not worker.tunnels)
+            await _until(lambda: _peers_done[0] == len(plan) + 1)
+    finally:
+        server.close()
+        await server.wait_closed()
+    # No socket of the test's is left open: neither the tunnels' nor the relay's duplicates.
+    assert _sockets() <= sockets_before
+    lines = _log(tmp_path, "access.log").splitlines()
+    assert len([line for line in lines if '" 101 ' in line]) == len(plan) + 1
