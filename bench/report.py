@@ -26,7 +26,9 @@ Medians = dict[str, dict[str, dict[str, float]]]
 
 def _nginx_for(target: str) -> str | None:
     if target.startswith(("wsgate-", "floor-")):
-        return "nginx-" + target.rsplit("-", 1)[1]  # wsgate[-frames]-Nw, floor-1w -> nginx-Nw
+        # wsgate[-frames]-Nw, floor-1w -> nginx-Nw; wsgate-keepalive-Nw -> nginx-keepalive-Nw
+        workers = target.rsplit("-", 1)[1]
+        return f"nginx-keepalive-{workers}" if "-keepalive-" in target else f"nginx-{workers}"
     if target.startswith("nginx-"):
         return target
     return None

@@ -75,6 +75,7 @@ class Target:
     kind: str  # direct | nginx | wsgate | floor
     workers: int
     frames: bool = False  # wsgate with the frame-aware relay (docs/websocket.md)
+    keepalive: bool = False  # upstream keepalive (bench/services.py, proxy_conf)
     scenarios: tuple[str, ...] = ()  # the scenarios it runs (all when empty)
     default: bool = True  # in a run without --targets
 
@@ -104,6 +105,8 @@ TARGETS = (
     Target("floor-1w", "floor", 1, scenarios=("session", "http")),
     # Not in the default run: ask for it with --targets.
     Target("wsgate-frames-1w", "wsgate", 1, frames=True, default=False),
+    Target("nginx-keepalive-1w", "nginx", 1, keepalive=True, default=False),
+    Target("wsgate-keepalive-1w", "wsgate", 1, keepalive=True, default=False),
 )
 
 RESULTS = REPO / "bench" / "results"
@@ -116,11 +119,12 @@ def _raise_nofile() -> None:
 
 
 def _start_proxy(workdir: Path, target: Target, backends: Sequence[int], tag: str) -> Service:
+    name = f"{target.key}{tag}"
     if target.kind == "nginx":
-        return nginx_proxy(workdir, f"{target.key}{tag}", backends, target.workers)
+        return nginx_proxy(workdir, name, backends, target.workers, target.keepalive)
     if target.kind == "floor":
-        return floor_proxy(workdir, f"{target.key}{tag}", backends)
-    return wsgate_proxy(workdir, f"{target.key}{tag}", backends, target.workers, target.frames)
+        return floor_proxy(workdir, name, backends)
+    return wsgate_proxy(workdir, name, backends, target.workers, target.frames, target.keepalive)
 
 
 def run_loadgen(

@@ -177,12 +177,21 @@ FRAMES = "   websocket_max_message_size 16m;\n   websocket_ping_interval 300s;\n
 
 
 def proxy_conf(
-    port: int, backends: Sequence[int], workers: int, nginx: bool, frames: bool = False
+    port: int,
+    backends: Sequence[int],
+    workers: int,
+    nginx: bool,
+    frames: bool = False,
+    keepalive: bool = False,
 ) -> str:
     """The article-style configuration (see the module docstring); ``frames`` adds
-    :data:`FRAMES` to the location."""
+    :data:`FRAMES` to the location; ``keepalive`` keeps idle connections to the backends
+    (``keepalive 32``, and no ``Connection: close`` on plain requests, as nginx's docs
+    for ``keepalive`` ask)."""
     nofile = min(NOFILE, _hard_nofile())
     servers = "".join(f"  server 127.0.0.1:{b};\n" for b in backends)
+    no_upgrade = '""' if keepalive else "close"  # $connection_upgrade without an Upgrade
+    kept = "  keepalive 32;\n" if keepalive else ""
     temp = "".join(f" {k}_temp_path tmp/{k};\n" for k in _TEMP_PATHS) if nginx else ""
     return (
         f"worker_processes {workers};\n"
@@ -194,10 +203,11 @@ def proxy_conf(
         f"{temp}"
         " map $http_upgrade $connection_upgrade {\n"
         "  default upgrade;\n"
-        "  ''      close;\n"
+        f"  ''      {no_upgrade};\n"
         " }\n"
         " upstream websocket {\n"
         f"{servers}"
+        f"{kept}"
         " }\n"
         " server {\n"
         f"  listen 127.0.0.1:{port};\n"
@@ -251,26 +261,37 @@ def _started(
     return service
 
 
-def nginx_proxy(workdir: Path, name: str, backends: Sequence[int], workers: int) -> Service:
+def nginx_proxy(
+    workdir: Path, name: str, backends: Sequence[int], workers: int, keepalive: bool = False
+) -> Service:
     """Start nginx (master + ``workers`` workers) on a free port; the caller stops it."""
     if not (Path(NGINX).is_file() and os.access(NGINX, os.X_OK)):
         raise RuntimeError(f"nginx is not installed ({NGINX})")
     prefix = _prefix(workdir, name)
     port = free_ports(1)[0]
-    (prefix / "nginx.conf").write_text(proxy_conf(port, backends, workers, nginx=True))
+    (prefix / "nginx.conf").write_text(
+        proxy_conf(port, backends, workers, nginx=True, keepalive=keepalive)
+    )
     log = prefix / "stderr.log"
     cmd = [NGINX, "-p", str(prefix), "-c", "nginx.conf", "-g", "daemon off; lock_file logs/lock;"]
     return _started(name, _spawn(cmd, log), port, log)
 
 
 def wsgate_proxy(
-    workdir: Path, name: str, backends: Sequence[int], workers: int, frames: bool = False
+    workdir: Path,
+    name: str,
+    backends: Sequence[int],
+    workers: int,
+    frames: bool = False,
+    keepalive: bool = False,
 ) -> Service:
     """Start ``wsgate proxy`` (master + ``workers`` workers); the caller stops it."""
     prefix = _prefix(workdir, name)
     port = free_ports(1)[0]
     conf = prefix / "wsgate.conf"
-    conf.write_text(proxy_conf(port, backends, workers, nginx=False, frames=frames))
+    conf.write_text(
+        proxy_conf(port, backends, workers, nginx=False, frames=frames, keepalive=keepalive)
+    )
     log = prefix / "stderr.log"
     cmd = [sys.executable, "-m", "wsgate", "proxy", "-c", str(conf), "-p", str(prefix)]
     return _started(name, _spawn(cmd, log), port, log)
