@@ -40,6 +40,7 @@ import pytest
 import uvloop
 
 from tests.support.backend import RecordingBackend
+from tests.support.confs import Variant, differential_conf
 from tests.support.nginx import require_nginx, run_nginx_async
 from tests.support.ports import free_ports
 from tests.support.wsgate import proxy_in_process
@@ -50,66 +51,6 @@ LOG_TIMEOUT = 1.5  # seconds for the access-log lines to appear after the client
 CASE_TIMEOUT = 40.0  # seconds for one case, both proxies
 WSGATE_TOKEN = f"wsgate/{__version__}"
 PLACEHOLDER = "SERVER"
-
-Variant = Literal["seed", "bare"]
-
-# The seed article's location body (nginx-semantics.md section 1).
-SEED_PROXY = """\
-            proxy_read_timeout 300s;
-            proxy_http_version 1.1;
-            proxy_set_header Host $host;
-            proxy_set_header X-Real-IP $remote_addr;
-            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
-            proxy_set_header Upgrade $http_upgrade;
-            proxy_set_header Connection $connection_upgrade;"""
-
-CONF = """\
-worker_processes 1;
-events {{
-    worker_connections 64;
-}}
-http {{
-    log_format diff '$status $body_bytes_sent $bytes_sent $request_length $upstream_status '
-                    '$upstream_addr $connection_requests $host "$request" '
-                    '"$http_user_agent" "$http_x_forwarded_for"';
-    access_log logs/diff.log diff;
-    access_log logs/combined.log combined;
-    map $http_upgrade $connection_upgrade {{
-        default upgrade;
-        ''      close;
-    }}
-    upstream backend {{
-        server 127.0.0.1:{backend};
-    }}
-    server {{
-        listen 127.0.0.1:{listen};
-        server_name example.com;
-{locations}
-    }}
-}}
-"""
-
-SEED_LOCATIONS = f"""\
-        location / {{{{
-            proxy_pass http://backend;
-{SEED_PROXY}
-        }}}}
-        location /p1/ {{{{
-            proxy_pass http://backend/prefix/;
-{SEED_PROXY}
-        }}}}"""
-
-# Third transcript of section 1.4: no proxy_set_header, proxy_pass with a URI part.
-BARE_LOCATIONS = """\
-        location / {{
-            proxy_pass http://127.0.0.1:{backend}/;
-        }}"""
-
-
-def conf_text(variant: Variant, listen: int, backend: int) -> str:
-    locations = SEED_LOCATIONS if variant == "seed" else BARE_LOCATIONS
-    return CONF.format(listen=listen, backend=backend, locations=locations.format(backend=backend))
-
 
 # --- client scripts ---------------------------------------------------------------------
 
@@ -432,7 +373,7 @@ async def wait_lines(path: Path, count: int) -> list[str]:
 async def observe(
     case: Case, kind: Literal["nginx", "wsgate"], tmp: Path, listen: int, backend_port: int
 ) -> Observation:
-    conf = conf_text(case.variant, listen, backend_port)
+    conf = differential_conf(case.variant, listen, backend_port)
     async with AsyncExitStack() as stack:
         backend = None
         if case.backend_alive:

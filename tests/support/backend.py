@@ -248,9 +248,9 @@ class RecordingBackend:
             head = await reader.readuntil(b"\r\n\r\n")
         except asyncio.IncompleteReadError:
             return False  # EOF between requests
-        request = parse_head(head)
-        self.heads.append(head)
+        self.heads.append(head)  # recorded even if it does not parse (then: close)
         self._new_head.set()
+        request = parse_head(head)
         body = await read_body(reader, request)
         self.bodies.append(body)
 
