@@ -114,30 +114,47 @@ def find_location(locs: tuple[LocationConf, ...], uri: str) -> Found:
     return found
 
 
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+
+
 def normalize_host(host: str) -> str | None:
-    """The request host as nginx keeps it (``ngx_http_validate_host``): lower-case, no
-    port, no trailing dot. ``None`` if invalid (the caller answers 400)."""
-    h = host.lower()
-    if h.startswith("["):
-        end = h.find("]")
-        if end < 0:
+    """The request host as nginx keeps it (``ngx_http_validate_host``): no port, no
+    trailing dot, ASCII letters lower-cased (``ngx_strlow``; other bytes as sent). ``None``
+    if invalid (the caller answers 400): ``..``, ``/``, a control byte or space, or
+    nothing left."""
+    dot_pos = len(host)
+    host_len = len(host)
+    state = "usual"
+    for i, ch in enumerate(host):
+        if ch == ".":
+            if dot_pos == i - 1:
+                return None
+            dot_pos = i
+        elif ch == ":":
+            if state == "usual":
+                host_len = i
+                state = "rest"
+        elif ch == "[":
+            if i == 0:
+                state = "literal"
+        elif ch == "]":
+            if state == "literal":
+                host_len = i + 1
+                state = "rest"
+        elif ch == "/" or ord(ch) <= 0x20 or ord(ch) == 0x7F:
             return None
-        rest = h[end + 1 :]
-        if rest and not (rest.startswith(":") and rest[1:].isdigit()):
-            return None
-        return h[: end + 1]
-    h = h.split(":", 1)[0]
-    if h.endswith("."):
-        h = h[:-1]
-    if not h or ".." in h or h.startswith("."):
+    if dot_pos == host_len - 1:
+        host_len -= 1
+    if host_len <= 0:
         return None
-    for ch in h:
-        if ch in "/\\" or ord(ch) < 0x21 or ord(ch) == 0x7F:
-            return None
-    return h
+    return host[:host_len].translate(_ASCII_LOWER)
 
 
 _UNRESERVED_SLASHES = re.compile(r"/{2,}")
+_ABSOLUTE_FORM = re.compile(
+    r"[A-Za-z][A-Za-z0-9+.-]*://"
+    r"((?:\[[A-Za-z0-9:._~!$&'()*+,;=-]*\]|[A-Za-z0-9.-]*)(?::[0-9]*)?)(?=[/?]|$)"
+)
 
 
 def parse_target(target: str) -> tuple[str, str, str | None] | None:
@@ -149,20 +166,16 @@ def parse_target(target: str) -> tuple[str, str, str | None] | None:
     """
     host: str | None = None
     if not target.startswith("/"):
-        low = target.lower()
-        if low.startswith(("http://", "https://")):
-            rest = target[target.index("//") + 2 :]
-            slash = rest.find("/")
-            q = rest.find("?")
-            cut = min(x for x in (slash, q, len(rest)) if x >= 0)
-            host = rest[:cut]
-            target = rest[cut:] or "/"
-            if target.startswith("?"):
-                target = "/" + target
-        elif target == "*":
-            return "*", "", None
-        else:
+        # ngx_http_parse_request_line: a target is "/..." or "scheme://host[:port]..."
+        # (any scheme; host letters, digits, "." and "-", or an IP literal); anything
+        # else, "*" included, is 400.
+        absolute = _ABSOLUTE_FORM.match(target)
+        if absolute is None:
             return None
+        host = absolute[1]
+        target = target[absolute.end() :] or "/"
+        if target.startswith("?"):
+            target = "/" + target
     path, _, args = target.partition("?")
     raw = path.encode("latin-1", errors="replace")
     decoded = bytearray()
@@ -170,6 +183,8 @@ def parse_target(target: str) -> tuple[str, str, str | None] | None:
     while i < len(raw):
         b = raw[i]
         if b == 0x25 and i + 2 < len(raw) + 0 and _is_hex(raw[i + 1 : i + 3]):
+            if raw[i + 1 : i + 3] == b"00":
+                return None  # ngx_http_parse_complex_uri: a decoded NUL is 400
             decoded.append(int(raw[i + 1 : i + 3], 16))
             i += 3
             continue

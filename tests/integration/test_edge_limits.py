@@ -298,3 +298,45 @@ async def test_body_keepalive_timeouts_and_keepalive_requests(tmp_path: Path) ->
     assert "client timed out (110: Connection timed out) while reading client request body" in log
     access = (tmp_path / "logs" / "access.log").read_text()
     assert '"POST /b HTTP/1.1" 408 ' in access
+
+
+async def first_line(port: int, data: bytes) -> bytes:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(data)
+    line = await asyncio.wait_for(reader.readline(), 10)
+    writer.close()
+    return line
+
+
+async def test_line_limits_and_refused_methods_as_nginx(tmp_path: Path) -> None:
+    """A line must fit in a large header buffer with its CRLF (414 for the request line,
+    400 for a header line); CONNECT and TRACE get 405 (ngx_http_process_request_header);
+    nothing of it reaches the backend."""
+    port = free_port()
+    async with RecordingBackend("a") as backend:
+        async with proxy_in_process(article_conf(port, [backend.port]), tmp_path):
+
+            def line(size: int) -> bytes:  # a request line of `size` bytes before CRLF
+                return b"GET /" + b"a" * (size - 14) + b" HTTP/1.1"
+
+            def header(size: int) -> bytes:
+                return b"X-Fill: " + b"b" * (size - 8)
+
+            expected = [
+                (line(8190) + b"\r\nHost: t\r\n\r\n", b"HTTP/1.1 200 OK\r\n"),
+                (line(8191) + b"\r\nHost: t\r\n\r\n", b"HTTP/1.1 414 Request-URI Too Large\r\n"),
+                (b"\r\n" + line(8190) + b"\r\nHost: t\r\n\r\n", b"HTTP/1.1 200 OK\r\n"),
+                (
+                    b"GET / HTTP/1.1\r\nHost: t\r\n" + header(8190) + b"\r\n\r\n",
+                    b"HTTP/1.1 200 OK\r\n",
+                ),
+                (
+                    b"GET / HTTP/1.1\r\nHost: t\r\n" + header(8191) + b"\r\n\r\n",
+                    b"HTTP/1.1 400 Bad Request\r\n",
+                ),
+                (b"TRACE / HTTP/1.1\r\nHost: t\r\n\r\n", b"HTTP/1.1 405 Not Allowed\r\n"),
+                (b"CONNECT /x HTTP/1.1\r\nHost: t\r\n\r\n", b"HTTP/1.1 405 Not Allowed\r\n"),
+            ]
+            got = [await first_line(port, data) for data, _ in expected]
+            assert got == [status for _, status in expected]
+            assert len(backend.heads) == 3

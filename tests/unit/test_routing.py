@@ -96,6 +96,16 @@ def test_server_names(conf_router: Router, host: str | None, first_name: str) ->
         ("a..b", None),
         ("a/b", None),
         ("", None),
+        # ngx_http_validate_host: only ASCII letters are lower-cased; a leading dot, a
+        # backslash, an unclosed or trailing IP literal are accepted; "..", CTL, space not.
+        ("\xc3\xa9.TEST", "\xc3\xa9.test"),
+        (".example.com", ".example.com"),
+        ("exa\\mple.com", "exa\\mple.com"),
+        ("[::1", "[::1"),
+        ("[::1]x", "[::1]"),
+        ("exa mple.com", None),
+        ("example.com\x7f", None),
+        (":80", None),
     ],
 )
 def test_normalize_host(raw: str, expected: str | None) -> None:
@@ -111,6 +121,15 @@ def test_normalize_host(raw: str, expected: str | None) -> None:
         ("http://Host.test/abs?x", ("/abs", "x", "Host.test")),
         ("/..", None),
         ("/%zz", None),
+        # ngx_http_parse_request_line / ngx_http_parse_complex_uri
+        ("*", None),
+        ("/a%00b", None),
+        ("http://user@example.com/x", None),
+        ("http://exa_mple.com/x", None),
+        ("http://example.com:8x/", None),
+        ("ftp://Example.COM:21/x?y", ("/x", "y", "Example.COM:21")),
+        ("http://[::1]:80?q", ("/", "q", "[::1]:80")),
+        ("example.com/x", None),
     ],
 )
 def test_parse_target(target: str, expected: tuple[str, str, str | None] | None) -> None:

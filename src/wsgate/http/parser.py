@@ -22,6 +22,7 @@ __all__ = [
     "RequestHead",
     "ResponseHead",
     "find_head_end",
+    "fits_header_buffers",
     "parse_request_head",
     "parse_response_head",
 ]
@@ -38,6 +39,31 @@ def find_head_end(buf: bytes | bytearray, start: int = 0) -> int:
     """
     i = buf.find(b"\r\n\r\n", start)
     return -1 if i < 0 else i + 4
+
+
+def fits_header_buffers(head: bytes | bytearray, number: int, size: int, first: int = 1024) -> bool:
+    """Whether nginx can hold this complete head in its header buffers.
+
+    ``ngx_http_alloc_large_header_buffer``: the head is read into a ``first`` byte buffer
+    (``client_header_buffer_size``, 1k); a line that does not fit where it started is
+    moved whole into the next of at most ``number`` large buffers of ``size`` bytes. So
+    long lines waste the ends of buffers, and a head under ``number * size`` may still not
+    fit (400, "Request Header Or Cookie Too Large").
+    """
+    capacity, used, large = first, 0, 0
+    pos = 0
+    while pos < len(head):
+        nl = head.find(b"\n", pos)
+        line = (nl if nl >= 0 else len(head) - 1) + 1 - pos
+        pos += line
+        if used + line <= capacity:
+            used += line
+            continue
+        if large == number or line > size:
+            return False
+        large += 1
+        capacity, used = size, line
+    return True
 
 
 class _Collector:
@@ -130,20 +156,79 @@ def _escape_high_bytes(line: bytes) -> bytes:
     return b"".join(b"%%%02X" % b if b >= 0x80 else bytes((b,)) for b in line)
 
 
+# Bytes of a header name that nginx only flags as invalid (the line is then ignored, with
+# ignore_invalid_headers on) but llhttp refuses outright: not tokens, not controls or space.
+_IGNORED_NAME_BYTES = frozenset(b'"(),/;<=>?@[\\]{}') | frozenset(range(0x80, 0x100))
+_NAME_STOP = frozenset(range(0x21)) | {0x7F}
+
+
+def _nginx_header_lines(lines: list[bytes]) -> list[bytes]:
+    """The header lines to give llhttp so that it reads what nginx reads.
+
+    ``ngx_http_parse_header_line``: a name byte that is no letter, digit, ``-`` or ``_``
+    but above the space (and not DEL) only marks the line invalid, and
+    ``ngx_http_process_request_headers`` then skips the whole line; a line without a colon
+    is a header with an empty value. Lines nginx refuses (a control byte or space in the
+    name, a NUL or lone CR in the value) are left as they are, for llhttp to refuse.
+    """
+    out = []
+    for line in lines:
+        name, colon, value = line.partition(b":")
+        if not name or name[0] in _NAME_STOP or any(b in _NAME_STOP for b in name):
+            out.append(line)
+        elif any(b in _IGNORED_NAME_BYTES for b in name):
+            if b"\x00" in value or b"\r" in value:
+                out.append(line)  # nginx refuses its value all the same
+        elif not colon:
+            out.append(line + b":")
+        else:
+            out.append(line)
+    return out
+
+
+def _header_counts(lines: list[bytes]) -> dict[bytes, int]:
+    counts: dict[bytes, int] = {}
+    for line in lines:
+        name = line.partition(b":")[0].lower()
+        if name in (b"host", b"transfer-encoding", b"content-length"):
+            counts[name] = counts.get(name, 0) + 1
+    return counts
+
+
+def _refused_before_coding(request_line: bytes, lines: list[bytes]) -> bool:
+    """Whether nginx answers 400 before it looks at an unknown ``Transfer-Encoding`` (501):
+    a duplicate unique header while reading the lines (``ngx_http_process_host``,
+    ``ngx_http_process_unique_header_line``), then in ``ngx_http_process_request_header``
+    an HTTP/1.1 request without ``Host``."""
+    counts = _header_counts(lines)
+    if any(n > 1 for n in counts.values()):
+        return True
+    return request_line.endswith(b"HTTP/1.1") and b"host" not in counts
+
+
+def _nginx_value(raw: bytes) -> str:
+    """A header value as ``ngx_http_parse_header_line`` keeps it: spaces (not tabs) before
+    and after it are not part of it."""
+    return raw.strip(b" ").decode("latin-1")
+
+
 def parse_request_head(head: bytes) -> RequestHead:
     """Parse one complete request head (request line, headers, blank line).
 
     Raises:
-        HTTPError: malformed (400), or an unsupported transfer coding (501), in nginx's
-            statuses.
+        HTTPError: malformed (400), an unsupported transfer coding (501) or HTTP version
+            (505), in nginx's statuses.
     """
     line_end = head.find(b"\r\n")
     request_line = head[:line_end]
-    fed = head
+    lines = head[line_end + 2 : -4].split(b"\r\n") if len(head) > line_end + 4 else []
+    fed_line = request_line
     if not request_line.isascii():
         # nginx passes raw UTF-8 (any byte >= 0x80) in the target; llhttp refuses it. The
         # parser sees an escaped copy; the target and $request keep the bytes as sent.
-        fed = _escape_high_bytes(request_line) + head[line_end:]
+        fed_line = _escape_high_bytes(request_line)
+    kept = _nginx_header_lines(lines)
+    fed = fed_line + b"".join(b"\r\n" + line for line in kept) + b"\r\n\r\n"
     c = _Collector()
     p = httptools.HttpRequestParser(c)
     try:
@@ -155,18 +240,45 @@ def parse_request_head(head: bytes) -> RequestHead:
     except httptools.HttpParserError as exc:
         # A complete head after which llhttp paused for another protocol is fine.
         if not (c.complete and _PAUSED in str(exc)):
-            if "Transfer-Encoding" in str(exc) and "Content-Length" not in str(exc):
+            if _VERSION.fullmatch(request_line) is not None:
+                # ngx_http_parse_request_line: a major version above 1 is 505 (llhttp
+                # knows no HTTP/3.0), before any header line is read.
+                raise HTTPError("client sent unsupported HTTP version", 505) from None
+            coding = "Transfer-Encoding" in str(exc) and "Content-Length" not in str(exc)
+            if coding and not _refused_before_coding(request_line, kept):
                 raise HTTPError(f'client sent unknown "Transfer-Encoding": {exc}', 501) from None
             raise HTTPError(f"client sent invalid request: {exc}", 400) from None
     if not c.complete:
         raise HTTPError("client sent invalid request", 400)
     version = p.get_http_version()
+    if version == "0.9":
+        # "HTTP/0.9" spelled out is no HTTP/0.9 request line for ngx_http_parse_request_line.
+        status = 400 if b" HTTP/" in request_line else 505
+        raise HTTPError("client sent invalid request", status)
     if version not in ("1.0", "1.1"):
         raise HTTPError(f"client sent unsupported HTTP version {version}", 505)
-    headers = [(n.decode("latin-1"), v.decode("latin-1")) for n, v in c.headers]
+    if _header_counts(kept).get(b"transfer-encoding", 0) > 1:
+        # ngx_http_process_unique_header_line: Transfer-Encoding may appear once.
+        raise HTTPError("client sent duplicate header line: Transfer-Encoding", 400)
+    if len(c.headers) == len(kept):
+        # The lines as nginx reads them (llhttp also strips tabs and keeps trailing spaces).
+        headers = [
+            (n.decode("latin-1"), _nginx_value(line[len(n) + 1 :]))
+            for (n, _), line in zip(c.headers, kept, strict=True)
+        ]
+    else:
+        headers = [(n.decode("latin-1"), v.decode("latin-1")) for n, v in c.headers]
+    codings = [v for n, v in headers if n.lower() == "transfer-encoding"]
+    if codings:
+        # ngx_http_process_request_header: HTTP/1.0 with Transfer-Encoding is 400; a
+        # value other than exactly "chunked" ("gzip, chunked" too) is 501.
+        if version == "1.0" or _refused_before_coding(request_line, kept):
+            raise HTTPError('client sent invalid "Transfer-Encoding" header', 400)
+        if codings[0].lower() != "chunked":
+            raise HTTPError(f'client sent unknown "Transfer-Encoding": "{codings[0]}"', 501)
     content_length, chunked = _framing(headers)
     method = p.get_method().decode("latin-1")
-    if fed is head:
+    if fed_line is request_line:
         target = c.url.decode("latin-1")
     else:
         target = request_line.split(b" ")[1].decode("latin-1")
@@ -181,6 +293,10 @@ def parse_request_head(head: bytes) -> RequestHead:
         keep_alive=_keep_alive(version, headers),
         raw_length=len(head),
     )
+
+
+# A request line whose version has a major number above 1 (HTTP/2.0 is left to llhttp).
+_VERSION = re.compile(rb"[^ ]+ [^ ]+ HTTP/(?:[2-9]|[1-9][0-9]+)\.[0-9]+")
 
 
 def parse_response_head(head: bytes) -> ResponseHead:

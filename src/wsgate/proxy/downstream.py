@@ -44,6 +44,7 @@ from wsgate.http.parser import (
     RequestHead,
     ResponseHead,
     find_head_end,
+    fits_header_buffers,
     parse_request_head,
 )
 from wsgate.http.response import build_response_head
@@ -381,21 +382,28 @@ class Downstream(asyncio.Protocol):
             end = find_head_end(self.buf)
             server = self.default_server
             assert server is not None
+            # ngx_http_alloc_large_header_buffer: a line must fit in one large buffer with
+            # its CRLF, else 414 (request line) or 400 (header line). Empty lines before a
+            # request line are skipped (ngx_http_parse_request_line), not counted.
+            n, size = server.large_client_header_buffers
+            start = 0
+            while start < len(self.buf) and self.buf[start] in b"\r\n":
+                start += 1
+            first_line_end = self.buf.find(b"\r\n", start)
             if end < 0:
-                n, size = server.large_client_header_buffers
-                first_line_end = self.buf.find(b"\r\n")
-                if (first_line_end < 0 and len(self.buf) > size) or first_line_end > size:
+                if (first_line_end < 0 and len(self.buf) - start >= size) or (
+                    first_line_end - start + 2 > size
+                ):
                     self._reject(414, "client sent too long URI")
                 elif len(self.buf) > n * size:
                     self._reject(494, "client sent too large request")
                 return
-            n, size = server.large_client_header_buffers
-            first_line_end = self.buf.find(b"\r\n")
-            if first_line_end > size:
+            if first_line_end - start + 2 > size:
                 self._reject(414, "client sent too long URI")
                 return
-            if end > n * size or (
-                end > size and any(len(line) > size for line in self.buf[:end].split(b"\r\n"))
+            if end - start > min(size, 1024) and (
+                any(len(line) + 2 > size for line in self.buf[first_line_end:end].split(b"\r\n"))
+                or not fits_header_buffers(self.buf[start:end], n, size)
             ):
                 self._reject(494, "client sent too long header line")
                 return
@@ -475,6 +483,9 @@ class Downstream(asyncio.Protocol):
             request=head.request_line,
             host=raw_host,
         )
+        if head.method in ("CONNECT", "TRACE"):
+            # ngx_http_process_request_header, after the Host and framing checks.
+            raise Rejected(f"client sent {head.method} method", 405, "head")
         allowed = (found.location or server.defaults).proxy_upgrade_protocols
         kind = classify_upgrade(head.method, head.headers, allowed)
         if kind is Upgrade.BAD_KEY:

@@ -8,6 +8,7 @@ from wsgate.errors import HTTPError
 from wsgate.http.parser import (
     ChunkedDecoder,
     find_head_end,
+    fits_header_buffers,
     parse_request_head,
     parse_response_head,
 )
@@ -45,15 +46,65 @@ def test_http10_and_upgrade_heads() -> None:
         (b"GET / HTTP/1.1\r\nX: a\r\n b\r\n\r\n", 400),  # obsolete line folding
         (b"POST / HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n", 400),
         (b"POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n", 400),
-        (b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n", 501),
+        (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\n", 501),
         (b"GET / HTTP/1.1\r\nX: a\x00b\r\n\r\n", 400),
         (b"GET / HTTP/2.0\r\n\r\n", 505),
+        (b"GET / HTTP/3.0\r\nHost: a\r\n\r\n", 505),
+        (b"GET / HTTP/0.9\r\nHost: a\r\n\r\n", 400),
+        (b"GET / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n", 400),  # no Host comes first
+        (b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\nTransfer-Encoding: gzip\r\n\r\n", 400),
+        (b"GET / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", 501),
+        (b"GET / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: identity, chunked\r\n\r\n", 501),
+        (
+            b"GET / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n",
+            400,
+        ),
+        (b"GET / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n", 400),
+        (b"GET / HTTP/1.1\r\nHost: a\r\nX Y: v\r\n\r\n", 400),  # space in a name
+        (b"GET / HTTP/1.1\r\nHost: a\r\nX/Y: a\x00\r\n\r\n", 400),  # ignored, NUL all the same
     ],
 )
 def test_bad_requests(raw: bytes, status: int) -> None:
     with pytest.raises(HTTPError) as info:
         parse_request_head(raw)
     assert info.value.status == status
+
+
+def test_header_lines_read_as_nginx_reads_them() -> None:
+    """ngx_http_parse_header_line: names with bytes that are no token only make the line
+    ignored; a line without a colon is an empty value; only spaces around values go."""
+    head = parse_request_head(
+        b'GET / HTTP/1.1\r\nHost: a\r\nX"Y: 1\r\nX@Y: 2\r\nX-Caf\xc3\xa9: 3\r\nX{Y}: \x01\r\n'
+        b"X-NoColon\r\nUpgrade:  websocket  \r\nX-Ws:\t v \t\r\nTransfer-Encoding: Chunked \r\n\r\n"
+    )
+    assert head.headers == [
+        ("Host", "a"),
+        ("X-NoColon", ""),
+        ("Upgrade", "websocket"),
+        ("X-Ws", "\t v \t"),
+        ("Transfer-Encoding", "Chunked"),
+    ]
+    assert head.chunked
+
+
+@pytest.mark.parametrize(
+    ("lines", "fits"),
+    [
+        ([100] * 300, True),  # 30 000 bytes of short lines
+        ([1000] + [4000] * 7, True),  # two 4000-byte lines per large buffer
+        ([1000] + [4000] * 8 + [300], False),  # needs a fifth large buffer
+        ([1000] + [5000] * 4, True),
+        ([1000] + [5000] * 5, False),  # one 5000-byte line per buffer: 4 fit
+        ([8192], True),  # a line with its CRLF fills a buffer
+        ([8193], False),
+    ],
+)
+def test_fits_header_buffers(lines: list[int], fits: bool) -> None:
+    """ngx_http_alloc_large_header_buffer: a line that does not fit where it started moves
+    whole to the next large buffer (4 x 8k after the first 1k buffer)."""
+    head = b"".join(b"x" * (n - 2) + b"\r\n" for n in lines) + b"\r\n"
+    assert fits_header_buffers(head, 4, 8192) is fits
 
 
 def test_response_head() -> None:
