@@ -206,6 +206,13 @@ def _refused_before_coding(request_line: bytes, lines: list[bytes]) -> bool:
     return request_line.endswith(b"HTTP/1.1") and b"host" not in counts
 
 
+# Header lines that need none of the above: every name a token followed by a colon, so
+# that nginx and llhttp read the same lines (checked in one scan of the block).
+_PLAIN_LINES = re.compile(rb"(?:[!#$%&'*+.^_`|~0-9A-Za-z-]++:[^\r\n]*+\r\n)*+")
+# A Transfer-Encoding line among those llhttp is given.
+_CODING_LINE = re.compile(rb"\r\ntransfer-encoding:", re.IGNORECASE)
+
+
 def _nginx_value(raw: bytes) -> str:
     """A header value as ``ngx_http_parse_header_line`` keeps it: spaces (not tabs) before
     and after it are not part of it."""
@@ -221,14 +228,21 @@ def parse_request_head(head: bytes) -> RequestHead:
     """
     line_end = head.find(b"\r\n")
     request_line = head[:line_end]
-    lines = head[line_end + 2 : -4].split(b"\r\n") if len(head) > line_end + 4 else []
+    block = head[line_end + 2 : -2]  # the header lines, each with its CRLF
     fed_line = request_line
     if not request_line.isascii():
         # nginx passes raw UTF-8 (any byte >= 0x80) in the target; llhttp refuses it. The
         # parser sees an escaped copy; the target and $request keep the bytes as sent.
         fed_line = _escape_high_bytes(request_line)
-    kept = _nginx_header_lines(lines)
-    fed = fed_line + b"".join(b"\r\n" + line for line in kept) + b"\r\n\r\n"
+    plain = _PLAIN_LINES.fullmatch(block) is not None
+    lines = block[:-2].split(b"\r\n") if block else []
+    if plain:
+        kept = lines
+        fed = head if fed_line is request_line else fed_line + head[line_end:]
+    else:
+        kept = _nginx_header_lines(lines)
+        fed = fed_line + b"".join(b"\r\n" + line for line in kept) + b"\r\n\r\n"
+    coded = _CODING_LINE.search(fed) is not None
     c = _Collector()
     p = httptools.HttpRequestParser(c)
     try:
@@ -257,10 +271,13 @@ def parse_request_head(head: bytes) -> RequestHead:
         raise HTTPError("client sent invalid request", status)
     if version not in ("1.0", "1.1"):
         raise HTTPError(f"client sent unsupported HTTP version {version}", 505)
-    if _header_counts(kept).get(b"transfer-encoding", 0) > 1:
+    if coded and _header_counts(kept).get(b"transfer-encoding", 0) > 1:
         # ngx_http_process_unique_header_line: Transfer-Encoding may appear once.
         raise HTTPError("client sent duplicate header line: Transfer-Encoding", 400)
-    if len(c.headers) == len(kept):
+    if plain and b" \r\n" not in block and b"\t" not in block:
+        # No value ends in a space and none has a tab, where llhttp trims otherwise.
+        headers = [(n.decode("latin-1"), v.decode("latin-1")) for n, v in c.headers]
+    elif len(c.headers) == len(kept):
         # The lines as nginx reads them (llhttp also strips tabs and keeps trailing spaces).
         headers = [
             (n.decode("latin-1"), _nginx_value(line[len(n) + 1 :]))
@@ -268,7 +285,7 @@ def parse_request_head(head: bytes) -> RequestHead:
         ]
     else:
         headers = [(n.decode("latin-1"), v.decode("latin-1")) for n, v in c.headers]
-    codings = [v for n, v in headers if n.lower() == "transfer-encoding"]
+    codings = [v for n, v in headers if n.lower() == "transfer-encoding"] if coded else []
     if codings:
         # ngx_http_process_request_header: HTTP/1.0 with Transfer-Encoding is 400; a
         # value other than exactly "chunked" ("gzip, chunked" too) is 501.
