@@ -493,6 +493,23 @@ CASES: tuple[Case, ...] = (
         1,
     ),
     Case(
+        # ngx_http_parse_request_line skips any number of CR and LF before a request.
+        "empty-lines-before-requests",
+        (
+            Send(
+                b"\r\n\r\n\n\r\n"
+                + request("GET /a HTTP/1.1", "Host: example.com")
+                + b"\r\n\r\n\r\n"
+                + request("GET /b HTTP/1.1", "Host: example.com", "Connection: close")
+            ),
+            Response(),
+            Response(),
+            Eof(),
+        ),
+        (200, 200),
+        2,
+    ),
+    Case(
         "http10-no-host",
         (Send(request("GET /old HTTP/1.0", "User-Agent: old/1.0")), Response(), Eof()),
         (200,),

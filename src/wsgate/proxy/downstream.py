@@ -379,31 +379,33 @@ class Downstream(asyncio.Protocol):
         """Parse as many complete heads as ``buf`` holds (one at a time, in order)."""
         assert self.transport is not None and self.conn is not None
         while self.state == HEAD and self.buf:
+            if self.buf[0] in b"\r\n":
+                # ngx_http_parse_request_line: any CR and LF before a request line are
+                # skipped; they are no part of the request ($request_length).
+                start = 1
+                while start < len(self.buf) and self.buf[start] in b"\r\n":
+                    start += 1
+                del self.buf[:start]
+                continue
             end = find_head_end(self.buf)
             server = self.default_server
             assert server is not None
             # ngx_http_alloc_large_header_buffer: a line must fit in one large buffer with
-            # its CRLF, else 414 (request line) or 400 (header line). Empty lines before a
-            # request line are skipped (ngx_http_parse_request_line), not counted.
+            # its CRLF, else 414 (request line) or 400 (header line).
             n, size = server.large_client_header_buffers
-            start = 0
-            while start < len(self.buf) and self.buf[start] in b"\r\n":
-                start += 1
-            first_line_end = self.buf.find(b"\r\n", start)
+            first_line_end = self.buf.find(b"\r\n")
             if end < 0:
-                if (first_line_end < 0 and len(self.buf) - start >= size) or (
-                    first_line_end - start + 2 > size
-                ):
+                if (first_line_end < 0 and len(self.buf) >= size) or (first_line_end + 2 > size):
                     self._reject(414, "client sent too long URI")
                 elif len(self.buf) > n * size:
                     self._reject(494, "client sent too large request")
                 return
-            if first_line_end - start + 2 > size:
+            if first_line_end + 2 > size:
                 self._reject(414, "client sent too long URI")
                 return
-            if end - start > min(size, 1024) and (
+            if end > min(size, 1024) and (
                 any(len(line) + 2 > size for line in self.buf[first_line_end:end].split(b"\r\n"))
-                or not fits_header_buffers(self.buf[start:end], n, size)
+                or not fits_header_buffers(self.buf[:end], n, size)
             ):
                 self._reject(494, "client sent too long header line")
                 return
