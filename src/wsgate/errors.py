@@ -29,11 +29,14 @@ class ConfigError(WsgateError):
     ``unknown "x" variable``); then both are ``None``.
     """
 
-    def __init__(self, message: str, file: str | None = None, line: int | None = None) -> None:
+    def __init__(
+        self, message: str, file: str | None = None, line: int | None = None, level: str = "emerg"
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.file = file
         self.line = line
+        self.level = level  # the error-log level nginx logs it at (a few are "crit")
 
     def __str__(self) -> str:
         if self.file is None:

@@ -124,7 +124,7 @@ def main(argv: Sequence[str]) -> int:
     try:
         conf = _load(name, conf_file is None, prefix, test, dump, quiet or signal_name is not None)
     except ConfigError as exc:
-        _err(f"[emerg] {exc}")
+        _err(f"[{exc.level}] {exc}")
         if test:
             _err(f"configuration file {name} test failed")
         return 1

@@ -72,6 +72,9 @@ def finish(parsed: Parsed) -> MainConf:
     m = parsed.main
     if m.events is None:
         raise ConfigError('no "events" section in configuration')
+    for name, size in (m.http.zones if m.http is not None else {}).items():
+        if not size:  # named by limit_conn, never defined (ngx_init_cycle)
+            raise ConfigError(f'zero size shared memory zone "{name}"')
     v = m.values
     http = _freeze_http(m.http) if m.http is not None else None
     return MainConf(
@@ -194,6 +197,9 @@ def finish_http(hb: HttpBuilder, close: Stmt) -> None:
             raise ConfigError(f'no servers in upstream "{u.name}"', u.file, u.line)
     if hb.deferred_error is not None:
         raise close.error(hb.deferred_error)
+    for s in hb.servers:
+        _duplicate_locations(s.locations)
+    _ssl_certificates(hb)
     captures = named_captures(hb)
     for name in hb.variables_used:
         if name in BUILTIN_VARIABLES or name in hb.maps or name.startswith(PREFIX_VARIABLES):
@@ -203,6 +209,52 @@ def finish_http(hb: HttpBuilder, close: Stmt) -> None:
         if name.isdigit():
             continue
         raise ConfigError(f'unknown "{name}" variable')
+
+
+def _duplicate_locations(locations: list[LocationBuilder]) -> None:
+    """``duplicate location`` as ngx_http_init_static_location_trees finds it, once the
+    http block is read: the locations of a level without regex ones, sorted by name (an
+    exact one before a prefix one of the same name), nested levels first; two exact or
+    two prefix locations of one name are the error, at the later one. Regex locations
+    are never compared."""
+    statics = [loc for loc in locations if loc.regex is None]
+    statics.sort(key=lambda loc: (loc.name.encode("utf-8", "surrogateescape"), loc.modifier != "="))
+    for loc in statics:
+        _duplicate_locations(loc.locations)
+    name: str | None = None
+    exact = prefix = False
+    for loc in statics:
+        if loc.name != name:
+            name, exact, prefix = loc.name, False, False
+        elif (exact and loc.modifier == "=") or (prefix and loc.modifier != "="):
+            raise ConfigError(f'duplicate location "{loc.name}"', loc.file, loc.line)
+        if loc.modifier == "=":
+            exact = True
+        else:
+            prefix = True
+
+
+def _ssl_certificates(hb: HttpBuilder) -> None:
+    """ngx_http_ssl_init: an address with ``listen ... ssl`` needs a certificate in its
+    default server (the one with ``default_server``, else the first); the error names
+    that server's line."""
+    by_address: dict[tuple[str, int, bool], list[tuple[ServerBuilder, bool]]] = {}
+    ssl: set[tuple[str, int, bool]] = set()
+    for s in hb.servers:
+        for lc in s.listen:
+            key = (lc.host, lc.port, lc.ipv6)
+            by_address.setdefault(key, []).append((s, lc.default_server))
+            if lc.ssl:
+                ssl.add(key)
+    for key in sorted(ssl, key=lambda k: (k[1], list(by_address).index(k))):
+        servers = by_address[key]
+        default = next((s for s, is_default in servers if is_default), servers[0][0])
+        if "ssl_certificate" not in default.values and "ssl_certificate" not in hb.values:
+            raise ConfigError(
+                'no "ssl_certificate" is defined for the "listen ... ssl" directive',
+                default.file,
+                default.line,
+            )
 
 
 def named_captures(hb: HttpBuilder) -> set[str]:

@@ -87,6 +87,7 @@ class HttpBuilder:
     variables_used: list[str] = field(default_factory=list)
     proxy_passes: list[tuple[Any, str, int]] = field(default_factory=list)
     deferred_error: str | None = None  # reported when the block closes (see finish_http)
+    zones: dict[str, int] = field(default_factory=dict)  # shared memory zone -> size (0: none)
 
 
 @dataclass(eq=False)

@@ -9,8 +9,12 @@ Theory of operation: the text is read one character at a time with nginx's flags
 
 ``Lexer.line`` is nginx's ``cf->conf_file->line`` at that moment: the line of the terminating
 character, which is the line nginx prints in ``in FILE:LINE`` for directive errors
-(nginx-semantics.md §6.1). Invariants: a statement has at least one word unless it is
-``BLOCK_DONE`` or ``FILE_DONE``; errors raise :class:`ConfigError` at the current line.
+(nginx-semantics.md §6.1). nginx reads the file through a buffer of ``NGX_CONF_BUFFER``
+(4096) bytes and refuses a parameter (or comment) that does not fit in it ("too long
+parameter"); the lexer keeps the same byte offsets to refuse the same ones.
+
+Invariants: a statement has at least one word unless it is ``BLOCK_DONE`` or
+``FILE_DONE``; errors raise :class:`ConfigError` at the current line.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from wsgate.errors import ConfigError
 __all__ = ["End", "Lexer", "Word"]
 
 _SPACE = " \t\r\n"
+CONF_BUFFER = 4096  # NGX_CONF_BUFFER: ngx_conf_read_token's buffer, in bytes
 _ESCAPES = {'"': '"', "'": "'", "\\": "\\", "t": "\t", "r": "\r", "n": "\n"}
 
 
@@ -52,6 +57,11 @@ class Lexer:
         self.file = file
         self.pos = 0
         self.line = 1
+        # Byte offsets, for the buffer nginx reads the file through: where the next
+        # character starts, where the buffer's data ends, and the file's size.
+        self.byte = 0
+        self.buffer_end = 0
+        self.size = len(text.encode("utf-8", "surrogateescape"))
 
     def error(self, message: str) -> ConfigError:
         """A ConfigError at the lexer's current line (nginx ``ngx_conf_log_error``)."""
@@ -64,20 +74,28 @@ class Lexer:
             ConfigError: nginx's tokenizer errors (unexpected characters, unexpected end
                 of file inside a statement).
         """
-        text, n = self.text, len(self.text)
+        text = self.text
         words: list[Word] = []
         last_space = True
         need_space = False
         quoted = s_quoted = d_quoted = sharp_comment = variable = False
-        start = 0
+        start = self.pos
+        start_byte = self.byte  # nginx's `start`, for the length check
         start_line = self.line
         while True:
-            if self.pos >= n:
-                if words or not last_space:
-                    raise self.error('unexpected end of file, expecting ";" or "}"')
-                return words, End.FILE_DONE
+            if self.byte >= self.buffer_end:
+                if self.buffer_end >= self.size:
+                    if words or not last_space:
+                        raise self.error('unexpected end of file, expecting ";" or "}"')
+                    return words, End.FILE_DONE
+                if self.byte - start_byte >= CONF_BUFFER:  # > when a character straddles it
+                    raise self._too_long(start_byte, start_line, d_quoted, s_quoted)
+                # The unfinished parameter moves to the buffer's start; the rest is read.
+                self.buffer_end = min(self.size, start_byte + CONF_BUFFER)
             ch = text[self.pos]
             self.pos += 1
+            ch_byte = self.byte
+            self.byte += 1 if ch < "\x80" else len(ch.encode("utf-8", "surrogateescape"))
             if ch == "\n":
                 self.line += 1
                 if sharp_comment:
@@ -103,6 +121,7 @@ class Lexer:
                     raise self.error(f'unexpected "{ch}"')
             if last_space:
                 start = self.pos - 1
+                start_byte = ch_byte
                 start_line = self.line
                 if ch in _SPACE:
                     continue
@@ -123,11 +142,13 @@ class Lexer:
                     continue
                 if ch == '"':
                     start += 1
+                    start_byte += 1
                     d_quoted = True
                     last_space = False
                     continue
                 if ch == "'":
                     start += 1
+                    start_byte += 1
                     s_quoted = True
                     last_space = False
                     continue
@@ -167,6 +188,21 @@ class Lexer:
                 return words, End.OK
             if ch == "{":
                 return words, End.BLOCK_START
+
+    def _too_long(
+        self, start_byte: int, start_line: int, d_quoted: bool, s_quoted: bool
+    ) -> ConfigError:
+        """ngx_conf_read_token's error for a parameter of a whole buffer, at its first line."""
+        self.line = start_line
+        if d_quoted or s_quoted:
+            quote = '"' if d_quoted else "'"
+            return self.error(
+                f'too long parameter, probably missing terminating "{quote}" character'
+            )
+        # nginx prints the parameter's first 10 bytes; a character they cut becomes U+FFFD.
+        data = self.text.encode("utf-8", "surrogateescape")[start_byte : start_byte + 10]
+        head = data.decode("utf-8", "replace")
+        return self.error(f'too long parameter "{head}..." started')
 
 
 def _unescape(raw: str) -> str:

@@ -108,11 +108,17 @@ class Parser:
             return
         try:
             text = self._read(full)
+        except IsADirectoryError as exc:
+            # nginx opens a directory, then its read fails (ngx_read_file, no location).
+            raise ConfigError(
+                f'pread() "{full}" failed ({exc.errno}: {exc.strerror})', level="crit"
+            ) from exc
         except OSError as exc:
             raise stmt.error(f'open() "{full}" failed ({exc.errno}: {exc.strerror})') from exc
         self.parse_file(full, ctx, text=text)
 
 
 def _read_text(path: str) -> str:
-    with open(path, encoding="utf-8", errors="surrogateescape") as f:
+    # newline="": the bytes as they are; nginx counts lines by LF only, and a CR is a space.
+    with open(path, encoding="utf-8", errors="surrogateescape", newline="") as f:
         return f.read()

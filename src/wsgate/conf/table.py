@@ -123,11 +123,27 @@ def dispatch(p: Parser, ctx: Ctx, d: Stmt) -> None:
 # Generic setters (ngx_conf_set_*_slot). Each stores under the directive name.
 
 
-def _once(ctx: Ctx, d: Stmt, value: Any) -> None:
-    store = ctx.values
-    if d.name in store:
+def _fresh(ctx: Ctx, d: Stmt) -> None:
+    """``is duplicate`` for a directive already set at this level. nginx's slot handlers
+    check this before they look at the value (``ngx_conf_set_flag_slot`` and the others)."""
+    if d.name in ctx.values:
         raise d.error(f'"{d.name}" directive is duplicate')
-    store[d.name] = value
+
+
+def _once(ctx: Ctx, d: Stmt, value: Any) -> None:
+    _fresh(ctx, d)
+    ctx.values[d.name] = value
+
+
+MAX_INT = 2**63 - 1  # NGX_MAX_INT_T_VALUE
+
+
+def atoi(text: str) -> int | None:
+    """``ngx_atoi``: ASCII digits only, at least one, at most NGX_MAX_INT_T_VALUE."""
+    if not text or not text.isascii() or not text.isdigit():
+        return None
+    value = int(text)
+    return value if value <= MAX_INT else None
 
 
 def _variables(ctx: Ctx, d: Stmt, text: str) -> ComplexValue:
@@ -141,6 +157,7 @@ def _variables(ctx: Ctx, d: Stmt, text: str) -> ComplexValue:
 
 
 def set_flag(p: Parser, ctx: Ctx, d: Stmt) -> None:
+    _fresh(ctx, d)
     v = d.args[0].text
     if v.lower() not in ("on", "off"):
         raise d.error(f'invalid value "{v}" in "{d.name}" directive, it must be "on" or "off"')
@@ -148,6 +165,7 @@ def set_flag(p: Parser, ctx: Ctx, d: Stmt) -> None:
 
 
 def set_msec(p: Parser, ctx: Ctx, d: Stmt) -> None:
+    _fresh(ctx, d)
     t = parse_time(d.args[0].text)
     if t is None:
         raise d.error(f'"{d.name}" directive invalid value')
@@ -155,6 +173,7 @@ def set_msec(p: Parser, ctx: Ctx, d: Stmt) -> None:
 
 
 def set_sec(p: Parser, ctx: Ctx, d: Stmt) -> None:
+    _fresh(ctx, d)
     t = parse_time(d.args[0].text, seconds=True)
     if t is None:
         raise d.error(f'"{d.name}" directive invalid value')
@@ -162,6 +181,7 @@ def set_sec(p: Parser, ctx: Ctx, d: Stmt) -> None:
 
 
 def set_size(p: Parser, ctx: Ctx, d: Stmt) -> None:
+    _fresh(ctx, d)
     s = parse_size(d.args[0].text)
     if s is None:
         raise d.error(f'"{d.name}" directive invalid value')
@@ -169,6 +189,7 @@ def set_size(p: Parser, ctx: Ctx, d: Stmt) -> None:
 
 
 def set_offset(p: Parser, ctx: Ctx, d: Stmt) -> None:
+    _fresh(ctx, d)
     s = parse_offset(d.args[0].text)
     if s is None:
         raise d.error(f'"{d.name}" directive invalid value')
@@ -177,18 +198,21 @@ def set_offset(p: Parser, ctx: Ctx, d: Stmt) -> None:
 
 def set_num(p: Parser, ctx: Ctx, d: Stmt) -> None:
     # ngx_conf_set_num_slot
-    v = d.args[0].text
-    if not v.isdigit() or not v.isascii():
+    _fresh(ctx, d)
+    v = atoi(d.args[0].text)
+    if v is None:
         raise d.error(f'"{d.name}" directive invalid number')
-    _once(ctx, d, int(v))
+    _once(ctx, d, v)
 
 
 def worker_connections(p: Parser, ctx: Ctx, d: Stmt) -> None:
     # ngx_event_connections words its own error.
+    _fresh(ctx, d)
     v = d.args[0].text
-    if not v.isdigit() or not v.isascii():
+    n = atoi(v)
+    if n is None:
         raise d.error(f'invalid number "{v}"')
-    _once(ctx, d, int(v))
+    _once(ctx, d, n)
 
 
 def set_str(p: Parser, ctx: Ctx, d: Stmt) -> None:
@@ -197,6 +221,7 @@ def set_str(p: Parser, ctx: Ctx, d: Stmt) -> None:
 
 def set_value(p: Parser, ctx: Ctx, d: Stmt) -> None:
     """A string with variables, compiled now (``ngx_http_set_complex_value_slot``)."""
+    _fresh(ctx, d)
     _once(ctx, d, _variables(ctx, d, d.args[0].text))
 
 
@@ -210,13 +235,16 @@ def accept(p: Parser, ctx: Ctx, d: Stmt) -> None:
 
 
 def worker_processes(p: Parser, ctx: Ctx, d: Stmt) -> None:
+    # ngx_set_worker_processes
+    _fresh(ctx, d)
     v = d.args[0].text
     if v == "auto":
         _once(ctx, d, 0)
         return
-    if not v.isdigit():
+    n = atoi(v)
+    if n is None:
         raise d.error(f'"{d.name}" directive invalid value')
-    _once(ctx, d, int(v))
+    _once(ctx, d, n)
 
 
 def error_log(p: Parser, ctx: Ctx, d: Stmt) -> None:
@@ -366,26 +394,73 @@ def upstream_block(p: Parser, ctx: Ctx, d: Stmt) -> None:
         raise p.lexer.error("no servers are inside upstream")
 
 
-def _parse_addr(text: str, default_port: int) -> tuple[str, int | None, bool]:
-    """Split ``host[:port]`` / ``[v6]:port``; port None when it is not a valid number."""
+@dataclass(frozen=True, slots=True)
+class Url:
+    """An address as ``ngx_parse_url`` splits it (without resolving the host)."""
+
+    host: str  # without brackets; "*" for a listen given as a port alone
+    port: int
+    no_port: bool  # the default port was used
+    uri: str | None  # from the first "/" (or "?"), with uri_part only
+    ipv6: bool
+
+
+class UrlError(ValueError):
+    """``u->err`` of ``ngx_parse_url``: "invalid host", "invalid port", "no host"..."""
+
+
+def parse_url(text: str, default_port: int, *, listen: bool = False, uri_part: bool = False) -> Url:
+    """Split ``host[:port][/uri]`` or ``[v6][:port][/uri]`` as ``ngx_parse_inet_url`` and
+    ``ngx_parse_inet6_url`` do (src/core/ngx_inet.c), with their errors."""
     if text.startswith("["):
-        end = text.find("]")
-        host = text[1:end]
-        rest = text[end + 1 :]
-        if rest.startswith(":"):
-            return host, _port(rest[1:]), True
-        return host, default_port, True
-    host, sep, port = text.rpartition(":")
-    if not sep:
-        return text, default_port, False
-    return host, _port(port), False
+        close = text.find("]")
+        if close < 0:
+            raise UrlError("invalid host")
+        rest, uri = text[close + 1 :], None
+        slash = rest.find("/")
+        if slash >= 0:
+            if listen or not uri_part:
+                raise UrlError("invalid host")
+            rest, uri = rest[:slash], rest[slash:]
+        port, no_port = default_port, True
+        if rest:
+            if rest[0] != ":":
+                raise UrlError("invalid host")
+            port, no_port = _url_port(rest[1:]), False
+        host = text[1:close]
+        if not host:
+            raise UrlError("no host")
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise UrlError("invalid IPv6 address") from None
+        return Url(host, port, no_port, uri, True)
+    colon, last = text.find(":"), len(text)
+    cut = [i for i in (text.find("/"), text.find("?")) if i >= 0]
+    uri = None
+    if cut:
+        if listen or not uri_part:
+            raise UrlError("invalid host")
+        last = min(cut)
+        uri = text[last:]
+        if last < colon:
+            colon = -1
+    if colon >= 0:
+        port, no_port, last = _url_port(text[colon + 1 : last]), False, colon
+    elif uri is None and listen and atoi(text) is not None:
+        return Url("*", _url_port(text), False, None, False)  # a port alone
+    else:
+        port, no_port = default_port, True
+    if last == 0:
+        raise UrlError("no host")
+    return Url(text[:last], port, no_port, uri, False)
 
 
-def _port(text: str) -> int | None:
-    if not text.isdigit() or not text.isascii():
-        return None
-    n = int(text)
-    return n if 1 <= n <= 65535 else None
+def _url_port(text: str) -> int:
+    n = atoi(text)
+    if n is None or not 1 <= n <= 65535:
+        raise UrlError("invalid port")
+    return n
 
 
 def _peer_name(host: str, port: int) -> str:
@@ -398,13 +473,13 @@ def resolve_peers(
     """Resolve an upstream address to one PeerConf per address (ngx_parse_url with
     resolution). ``shown`` is what nginx prints in "host not found" (default: as written).
     """
-    if address.startswith("unix:"):
+    if address[:5].lower() == "unix:":
         raise d.error(f'unix domain sockets are not supported by wsgate in "{address}"')
-    host, port, _ = _parse_addr(address, default_port)
-    if not host:
-        raise d.error(f'no host in upstream "{address}"')
-    if port is None:
-        raise d.error(f'invalid port in upstream "{address}"')
+    try:
+        url = parse_url(address, default_port)
+    except UrlError as exc:
+        raise d.error(f'{exc} in upstream "{address}"') from None
+    host, port = url.host, url.port
     addrs = RESOLVER[0](host, port)
     if not addrs:
         raise d.error(f'host not found in upstream "{shown or address}"')
@@ -434,9 +509,10 @@ def upstream_server(p: Parser, ctx: Ctx, d: Stmt) -> None:
         t = w.text
         key, eq, val = t.partition("=")
         if eq and key in ("weight", "max_fails", "max_conns"):
-            if not val.isdigit() or (key == "weight" and int(val) == 0):
+            n = atoi(val)
+            if n is None or (key == "weight" and n == 0):
                 raise d.error(f'invalid parameter "{t}"')
-            params[key] = int(val)
+            params[key] = n
         elif eq and key == "fail_timeout":
             ft = parse_time(val, seconds=True)
             if ft is None:
@@ -580,20 +656,14 @@ def listen(p: Parser, ctx: Ctx, d: Stmt) -> None:
     s = ctx.server
     assert s is not None
     text = d.args[0].text
-    if text.startswith("unix:"):
+    if text[:5].lower() == "unix:":
         raise d.error(f'unix domain sockets are not supported by wsgate in "{text}"')
-    if text.startswith("["):
-        host, port, _ = _parse_addr(text, 80)
-        ipv6 = True
-    elif text.isdigit():
-        host, port, ipv6 = "*", _port(text), False
-    elif ":" in text:
-        host, port, ipv6 = _parse_addr(text, 80)
-    else:
-        host, port, ipv6 = text, 80, False
-    if port is None:
-        raise d.error(f'invalid port in "{text}" of the "listen" directive')
-    if host not in ("*", "") and not ipv6:
+    try:
+        url = parse_url(text, 80, listen=True)
+    except UrlError as exc:
+        raise d.error(f'{exc} in "{text}" of the "listen" directive') from None
+    host, port, ipv6 = url.host, url.port, url.ipv6
+    if host != "*" and not ipv6:
         try:
             ipaddress.IPv4Address(host)
         except ValueError:
@@ -609,16 +679,51 @@ def listen(p: Parser, ctx: Ctx, d: Stmt) -> None:
             ssl = True
         elif w.text == "proxy_protocol":
             raise d.error('the "proxy_protocol" parameter is not supported by wsgate yet')
-        elif w.text in ("reuseport", "deferred", "bind", "http2") or (
-            w.text.split("=", 1)[0] in ("backlog", "rcvbuf", "sndbuf", "so_keepalive", "ipv6only")
-        ):
+        elif w.text in ("reuseport", "deferred", "bind", "http2"):
             continue
         else:
-            raise d.error(f'invalid parameter "{w.text}"')
+            _listen_option(d, w.text)
     conf = ListenConf(host or "*", port, default, ipv6, ssl, d.file, d.line)
     if any((lc.host, lc.port) == (conf.host, conf.port) for lc in s.listen):
         raise d.error(f"a duplicate listen {conf.text}")
+    # ngx_http_add_addresses: one default server per address
+    assert ctx.http is not None
+    if default and any(
+        lc.default_server and (lc.host, lc.port, lc.ipv6) == (conf.host, conf.port, conf.ipv6)
+        for other in ctx.http.servers
+        for lc in other.listen
+    ):
+        raise d.error(f"a duplicate default server for {conf.text}")
     s.listen.append(conf)
+
+
+def _listen_option(d: Stmt, text: str) -> None:
+    """The ``listen`` parameters wsgate accepts without using, checked as
+    ``ngx_http_core_listen`` checks them (``invalid parameter`` for any other)."""
+    key, eq, value = text.partition("=")
+    if eq and key == "backlog":
+        if not atoi(value):
+            raise d.error(f'invalid backlog "{text}"')
+    elif eq and key in ("rcvbuf", "sndbuf"):
+        if parse_size(value) is None:
+            raise d.error(f'invalid {key} "{text}"')
+    elif text.startswith("ipv6only=o"):
+        if text[10:] not in ("n", "ff"):
+            raise d.error(f'invalid ipv6only flags "{text[9:]}"')
+    elif eq and key == "so_keepalive":
+        if value not in ("on", "off"):
+            # keepidle:keepintvl:keepcnt, each may be empty, not all zero
+            idle, _, rest = value.partition(":")
+            intvl, _, cnt = rest.partition(":")
+            parts = [
+                parse_time(idle, seconds=True) if idle else 0,
+                parse_time(intvl, seconds=True) if intvl else 0,
+                atoi(cnt) if cnt else 0,
+            ]
+            if any(x is None for x in parts) or not any(parts):
+                raise d.error(f'invalid so_keepalive value: "{value}"')
+    else:
+        raise d.error(f'invalid parameter "{text}"')
 
 
 def server_name(p: Parser, ctx: Ctx, d: Stmt) -> None:
@@ -669,13 +774,8 @@ def location(p: Parser, ctx: Ctx, d: Stmt) -> None:
         # parent (whose "name" is the regex text).
         if regex is None and not name.startswith(parent.name):
             raise d.error(f'location "{name}" is outside location "{parent.name}"')
+    # Duplicates are found when the http block is read (build.finish_http).
     siblings = parent.locations if parent is not None else _server(ctx).locations
-    for other in siblings:
-        same_kind = (other.modifier == "=") == (modifier == "=") and (other.regex is None) == (
-            regex is None
-        )
-        if other.name == name and same_kind:
-            raise d.error(f'duplicate location "{name}"')
     siblings.append(loc)
     p.parse_block(Ctx("location", ctx.main, http=ctx.http, server=ctx.server, location=loc))
 
@@ -699,8 +799,18 @@ def proxy_pass(p: Parser, ctx: Ctx, d: Stmt) -> None:
         scheme, rest = "https", url[8:]
     else:
         raise d.error("invalid URL prefix")
+    if rest[:5].lower() == "unix:":
+        raise d.error(f'unix domain sockets are not supported by wsgate in "{url}"')
     slash = rest.find("/")
     hostport, uri = (rest, None) if slash < 0 else (rest[:slash], rest[slash:])
+    if "$" not in url:
+        # ngx_http_upstream_add -> ngx_parse_url with uri_part, not resolved yet
+        try:
+            parsed = parse_url(rest, 443 if scheme == "https" else 80, uri_part=True)
+        except UrlError as exc:
+            raise d.error(f'{exc} in upstream "{rest}"') from None
+        uri = parsed.uri
+        hostport = rest if uri is None else rest[: len(rest) - len(uri)]
     uri_value: ComplexValue | None = None
     if "$" in hostport:
         raise d.error(
@@ -797,6 +907,8 @@ def proxy_set_header(p: Parser, ctx: Ctx, d: Stmt) -> None:
 
 
 def proxy_http_version(p: Parser, ctx: Ctx, d: Stmt) -> None:
+    # ngx_conf_set_enum_slot
+    _fresh(ctx, d)
     v = d.args[0].text
     if v not in ("1.0", "1.1"):
         raise d.error(f'invalid value "{v}"')
@@ -820,15 +932,17 @@ _NEXT_UPSTREAM = {
 
 
 def proxy_next_upstream(p: Parser, ctx: Ctx, d: Stmt) -> None:
-    flags = NextUpstream.NONE
+    # ngx_conf_set_bitmask_slot: names compare without case; a second line at the same
+    # level adds to the first; "off" wins when the level is merged.
+    flags = ctx.values.get(d.name, NextUpstream.NONE)
     for w in d.args:
-        f = _NEXT_UPSTREAM.get(w.text)
+        f = _NEXT_UPSTREAM.get(w.text.lower())
         if f is None:
             raise d.error(f'invalid value "{w.text}"')
         flags |= f
     if flags & NextUpstream.OFF:
         flags = NextUpstream.OFF
-    _once(ctx, d, flags)
+    ctx.values[d.name] = flags
 
 
 def proxy_upgrade_protocols(p: Parser, ctx: Ctx, d: Stmt) -> None:
@@ -856,35 +970,50 @@ def wsgate_metrics(p: Parser, ctx: Ctx, d: Stmt) -> None:
 
 def limit_conn_zone(p: Parser, ctx: Ctx, d: Stmt) -> None:
     # ngx_http_limit_conn_zone: "limit_conn_zone KEY zone=NAME:SIZE;"
+    assert ctx.http is not None
     key = _variables(ctx, d, d.args[0].text)
     spec = d.args[1].text
     if not spec.startswith("zone="):
         raise d.error(f'invalid parameter "{spec}"')
-    name, sep, size = spec[5:].partition(":")
-    if not name or not sep:
+    name, sep, size_text = spec[5:].partition(":")
+    if not sep:
         raise d.error(f'invalid zone size "{spec}"')
-    if parse_size(size) is None:
+    size = parse_size(size_text)
+    if size is None:
         raise d.error(f'invalid zone size "{spec}"')
+    if size < 8 * 4096:  # 8 * ngx_pagesize
+        raise d.error(f'zone "{spec}" is too small')
+    # ngx_shared_memory_add: a zone named by limit_conn first has no size yet.
+    declared = ctx.http.zones.get(name, 0)
+    if declared and declared != size:
+        raise d.error(
+            f'the size {size} of shared memory zone "{name}" conflicts with already '
+            f"declared size {declared}"
+        )
+    ctx.http.zones[name] = size
     zones = ctx.values.get("limit_conn_zone", ())
-    if any(z == name for z, _ in zones):
-        raise d.error(f'duplicate zone "{name}"')
+    for zone, bound in zones:
+        if zone == name:
+            raise d.error(f'limit_conn_zone "{name}" is already bound to key "{bound.text}"')
     ctx.values["limit_conn_zone"] = (*zones, (name, key))
 
 
 def limit_conn(p: Parser, ctx: Ctx, d: Stmt) -> None:
     # ngx_http_limit_conn: "limit_conn ZONE NUMBER;", several per level, one per zone.
+    # The zone may be defined later in the http block; one never defined has no size,
+    # which nginx finds after "syntax is ok" (build.finish).
     name, number = d.args[0].text, d.args[1].text
     assert ctx.http is not None
-    if not any(z == name for z, _ in ctx.http.values.get("limit_conn_zone", ())):
-        # nginx creates the zone on first use and fails later with this message, which
-        # names no file or line.
-        raise ConfigError(f'zero size shared memory zone "{name}"')
-    if not number.isdigit() or int(number) == 0:
-        raise d.error(f'invalid number of connections "{number}"')
+    ctx.http.zones.setdefault(name, 0)
     limits = ctx.values.get("limit_conn", ())
     if any(z == name for z, _ in limits):
         raise d.error('"limit_conn" directive is duplicate')
-    ctx.values["limit_conn"] = (*limits, (name, int(number)))
+    n = atoi(number)
+    if not n:
+        raise d.error(f'invalid number of connections "{number}"')
+    if n > 65535:
+        raise d.error("connection limit must be less 65536")
+    ctx.values["limit_conn"] = (*limits, (name, n))
 
 
 # RFC 6455 §7.4: the codes an endpoint may send in a Close frame (1004-1006 and 1015 are
@@ -929,28 +1058,39 @@ def websocket_drain(p: Parser, ctx: Ctx, d: Stmt) -> None:
 
 
 def limit_conn_status(p: Parser, ctx: Ctx, d: Stmt) -> None:
-    v = d.args[0].text
-    if not v.isdigit() or not 400 <= int(v) <= 599:
+    # ngx_conf_set_num_slot with ngx_conf_check_num_bounds
+    _fresh(ctx, d)
+    v = atoi(d.args[0].text)
+    if v is None:
+        raise d.error(f'"{d.name}" directive invalid number')
+    if not 400 <= v <= 599:
         raise d.error("value must be between 400 and 599")
-    _once(ctx, d, int(v))
+    _once(ctx, d, v)
 
 
 def limit_conn_log_level(p: Parser, ctx: Ctx, d: Stmt) -> None:
+    # ngx_conf_set_enum_slot: the names compare without case
+    _fresh(ctx, d)
     v = d.args[0].text
-    if v not in ("info", "notice", "warn", "error"):
+    if v.lower() not in ("info", "notice", "warn", "error"):
         raise d.error(f'invalid value "{v}"')
-    _once(ctx, d, v)
+    _once(ctx, d, v.lower())
 
 
 _SSL_PROTOCOLS = ("SSLv2", "SSLv3", "TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3")
 
 
 def ssl_protocols(p: Parser, ctx: Ctx, d: Stmt) -> None:
-    # ngx_conf_set_bitmask_slot over ngx_http_ssl_protocols[]
+    # ngx_conf_set_bitmask_slot over ngx_http_ssl_protocols[]: names compare without
+    # case; a second line at the same level adds its protocols.
+    names = {name.lower(): name for name in _SSL_PROTOCOLS}
+    chosen = set(ctx.values.get(d.name, ()))
     for w in d.args:
-        if w.text not in _SSL_PROTOCOLS:
+        name = names.get(w.text.lower())
+        if name is None:
             raise d.error(f'invalid value "{w.text}"')
-    _once(ctx, d, tuple(w.text for w in d.args))
+        chosen.add(name)
+    ctx.values[d.name] = tuple(n for n in _SSL_PROTOCOLS if n in chosen)
 
 
 def ssl_session_cache(p: Parser, ctx: Ctx, d: Stmt) -> None:
@@ -960,10 +1100,12 @@ def ssl_session_cache(p: Parser, ctx: Ctx, d: Stmt) -> None:
         if t in ("off", "none", "builtin") or t.startswith(("builtin:", "shared:")):
             continue
         raise d.error(f'invalid session cache "{t}"')
-    _once(ctx, d, tuple(w.text for w in d.args))
+    ctx.values[d.name] = tuple(w.text for w in d.args)  # no "is duplicate": the last wins
 
 
 def keepalive_timeout(p: Parser, ctx: Ctx, d: Stmt) -> None:
+    # ngx_http_core_keepalive
+    _fresh(ctx, d)
     t = parse_time(d.args[0].text)
     if t is None:
         raise d.error(f'"{d.name}" directive invalid value')
@@ -976,17 +1118,21 @@ def keepalive_timeout(p: Parser, ctx: Ctx, d: Stmt) -> None:
 
 
 def large_client_header_buffers(p: Parser, ctx: Ctx, d: Stmt) -> None:
-    n, size = d.args[0].text, parse_size(d.args[1].text)
-    if not n.isdigit() or int(n) == 0 or size is None or size == 0:
+    # ngx_conf_set_bufs_slot
+    _fresh(ctx, d)
+    n, size = atoi(d.args[0].text), parse_size(d.args[1].text)
+    if not n or not size:
         raise d.error(f'"{d.name}" directive invalid value')
-    _once(ctx, d, (int(n), size))
+    _once(ctx, d, (n, size))
 
 
 def server_tokens(p: Parser, ctx: Ctx, d: Stmt) -> None:
+    # ngx_conf_set_enum_slot: the names compare without case
+    _fresh(ctx, d)
     v = d.args[0].text
-    if v not in ("on", "off", "build"):
+    if v.lower() not in ("on", "off", "build"):
         raise d.error(f'invalid value "{v}"')
-    _once(ctx, d, v != "off")
+    _once(ctx, d, v.lower() != "off")
 
 
 def log_format(p: Parser, ctx: Ctx, d: Stmt) -> None:
@@ -1038,10 +1184,29 @@ def access_log(p: Parser, ctx: Ctx, d: Stmt) -> None:
         fmt = ctx.http.log_formats[name]
     else:
         raise d.error(f'unknown log format "{name}"')
+    # The parameters are checked as ngx_http_log_set_log checks them, and not applied.
+    size = flush = 0.0
     for w in d.args[2:]:
-        key = w.text.split("=", 1)[0]
-        if key not in ("buffer", "flush", "gzip", "if"):
-            raise d.error(f'invalid parameter "{w.text}"')
+        t = w.text
+        if t.startswith("buffer="):
+            size = parse_size(t[7:]) or 0
+            if not size:
+                raise d.error(f'invalid buffer size "{t[7:]}"')
+        elif t.startswith("flush="):
+            flush = parse_time(t[6:]) or 0
+            if not flush:
+                raise d.error(f'invalid flush time "{t[6:]}"')
+        elif t == "gzip" or t.startswith("gzip="):
+            size = size or 64 * 1024
+            level = atoi(t[5:]) if t != "gzip" else 1
+            if level is None or not 1 <= level <= 9:
+                raise d.error(f'invalid compression level "{t[5:]}"')
+        elif t.startswith("if="):
+            _variables(ctx, d, t[3:])
+        else:
+            raise d.error(f'invalid parameter "{t}"')
+    if flush and not size:
+        raise d.error(f'no buffer is defined for access_log "{path}"')
     store.append(AccessLogConf(path, fmt))
 
 
@@ -1155,7 +1320,7 @@ DIRECTIVES: dict[str, list[Directive]] = _rows(
         note="used for the type of `return` texts"),
     Directive("types_hash_max_size", LOC_LEVELS, 1, 1, set_num, default="1024",
         note="accepted; no hash to size"),
-    Directive("types_hash_bucket_size", LOC_LEVELS, 1, 1, set_size, default="64",
+    Directive("types_hash_bucket_size", LOC_LEVELS, 1, 1, set_num, default="64",
         note="accepted; no hash to size"),
     Directive("port_in_redirect", LOC_LEVELS, 1, 1, set_flag, default="on"),
     Directive("server_name_in_redirect", LOC_LEVELS, 1, 1, set_flag, default="off"),

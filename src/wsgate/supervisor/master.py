@@ -294,7 +294,7 @@ class Master:
             conf = self.reload_conf()
             self._bind(conf)
         except ConfigError as exc:
-            self.log.log("emerg", str(exc))
+            self.log.log(exc.level, str(exc))
             return
         except OSError as exc:
             self.log.log("emerg", f"bind() failed ({exc.errno}: {exc.strerror})")
