@@ -167,23 +167,24 @@ def tried_lines(text: str) -> list[Tried]:
 
 
 class PeerServer(abc.ABC):
-    """What the test peers share: a listener on a free port of 127.0.0.1 for the ``async
-    with`` block, the connections and their tasks (so that the block's end stops them all),
-    and ``_changed``, set whenever something a test waits on changed.
+    """What the test peers share: a listener on 127.0.0.1 (a free port unless one is
+    given) for the ``async with`` block, the connections and their tasks (so that the
+    block's end stops them all), and ``_changed``, set whenever something a test waits
+    on changed.
 
     A subclass writes :meth:`_serve`, calls :meth:`_track` first and :meth:`_untrack` in
     its ``finally``, and may override :meth:`_drop_connections` (default: reset them).
     """
 
-    def __init__(self) -> None:
-        self.port = 0
+    def __init__(self, port: int = 0) -> None:
+        self.port = port  # 0: a free one, chosen when the block starts
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._changed = asyncio.Event()
 
     async def __aenter__(self) -> Self:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
         self.port = self._server.sockets[0].getsockname()[1]
         return self
 

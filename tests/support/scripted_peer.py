@@ -4,15 +4,21 @@ the answer needs it, so a test sees the proxy's own decision to reuse a connecti
 
 Used in-process by ``tests/integration/test_upstream_keepalive.py`` and, behind real nginx
 and wsgate alike, by ``tests/interop/test_nginx_upstream_keepalive.py``.
+
+:class:`ScriptPlayer` is the other kind of scripted peer: it answers each request with the
+exact bytes of a :class:`Script` chosen by the request's path, in the writes the script
+says, then closes or keeps the connection (``tests/interop/test_nginx_response_fuzz.py``).
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
+from dataclasses import dataclass
 
 from tests.support.lb import IO_TIMEOUT, PeerServer
 
-__all__ = ["OK", "RESPONSES", "ScriptedPeer"]
+__all__ = ["OK", "RESPONSES", "Script", "ScriptPlayer", "ScriptedPeer"]
 
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
 RESPONSES = {
@@ -92,3 +98,53 @@ class ScriptedPeer(PeerServer):
         finally:
             self._untrack(writer, task)
             self._changed_now()
+
+
+@dataclass(frozen=True, slots=True)
+class Script:
+    """What :class:`ScriptPlayer` sends for one path: ``writes`` in order (each drained
+    before the next), then it closes the connection (``close``) or waits until the proxy
+    closes it."""
+
+    writes: tuple[bytes, ...]
+    close: bool
+
+
+class ScriptPlayer(PeerServer):
+    """A peer that answers the first request head of each connection with the script of
+    its path (the query string ignored; :attr:`default` for paths without one).
+
+    ``heads`` records every request head received, by path, so that a test can check what
+    the proxy asked. A script's writes are separated by :attr:`PAUSE` so that they usually
+    reach the proxy as separate reads; what a test compares must not depend on it.
+    """
+
+    PAUSE = 0.005  # seconds between two writes of a script
+
+    def __init__(self, scripts: Mapping[str, Script], default: Script, port: int = 0) -> None:
+        super().__init__(port)
+        self.scripts = scripts
+        self.default = default
+        self.heads: dict[str, list[bytes]] = {}
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = self._track(writer)
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+            path = head.split(b" ", 2)[1].split(b"?", 1)[0].decode("latin-1")
+            self.heads.setdefault(path, []).append(head)
+            script = self.scripts.get(path, self.default)
+            for index, data in enumerate(script.writes):
+                if index:
+                    await asyncio.sleep(self.PAUSE)
+                writer.write(data)
+                await writer.drain()
+            if not script.close:
+                while await reader.read(65536):  # until the proxy closes
+                    pass
+        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
+            pass
+        except asyncio.CancelledError:
+            pass  # the block ended: the connection is dropped
+        finally:
+            self._untrack(writer, task)
