@@ -1,8 +1,10 @@
-"""Request and response heads, parsed by httptools (the only module that imports it).
+"""Request heads (parsed by httptools, the only module that imports it), response heads
+(read as nginx reads a peer's) and the chunked decoder.
 
-Theory of operation: the I/O layer finds the end of a head itself (:func:`find_head_end`)
-and hands exactly the head's bytes to :func:`parse_request_head` /
-:func:`parse_response_head`. Bodies never go through httptools: the caller frames them
+Theory of operation: the I/O layer finds the end of a head itself (:func:`find_head_end`;
+:func:`find_response_head_end` for a peer's, which may end its lines in a bare LF) and
+hands exactly the head's bytes to :func:`parse_request_head` /
+:func:`parse_response_head`. Bodies never go through a head parser: the caller frames them
 from ``content_length`` / ``chunked`` (:class:`ChunkedDecoder`). So pipelined bytes and the
 bytes after an upgrade head are never consumed by a parser, and stay available for the
 next request or for the tunnel (nginx-semantics.md §2.1, nginx-tests "handshake pipelined").
@@ -18,10 +20,14 @@ import httptools
 from wsgate.errors import HTTPError
 
 __all__ = [
+    "NO_STATUS_LINE",
+    "ChunkError",
     "ChunkedDecoder",
     "RequestHead",
     "ResponseHead",
+    "bad_status_line",
     "find_head_end",
+    "find_response_head_end",
     "fits_header_buffers",
     "parse_request_head",
     "parse_response_head",
@@ -115,12 +121,14 @@ class ResponseHead:
     """A parsed response head."""
 
     status: int
-    reason: str
-    version: str
+    reason: str  # the text after the code and its separator
+    version: str  # "major.minor"
     headers: list[tuple[str, str]]
     content_length: int | None
     chunked: bool
     raw_length: int
+    status_text: str = ""  # the status line from the code on, as the peer sent it
+    http_version: int = 1001  # nginx's major * 1000 + minor
 
 
 def _framing(headers: list[tuple[str, str]]) -> tuple[int | None, bool]:
@@ -316,39 +324,218 @@ def parse_request_head(head: bytes) -> RequestHead:
 _VERSION = re.compile(rb"[^ ]+ [^ ]+ HTTP/(?:[2-9]|[1-9][0-9]+)\.[0-9]+")
 
 
+# ngx_http_parse_status_line: "HTTP/", a major version of one to three digits that does
+# not start with 0, ".", a minor version of one to three digits, a space, any spaces, a
+# three-digit code, then the end of the line or a space or "." and any text (nginx copies
+# the text from the code on, verbatim, into the client's status line).
+_STATUS_LINE = re.compile(
+    r"HTTP/([1-9][0-9]{0,2})\.([0-9]{1,3}) +(([0-9]{3})(?:[ .]([^\r\n]*))?)\r?\n"
+)
+# What can still become such a line (the first line is not complete yet).
+_STATUS_PREFIX = re.compile(
+    r"(?:H(?:T(?:T(?:P(?:/(?:[1-9][0-9]{0,2}(?:\.(?:[0-9]{1,3}(?: +(?:[0-9]{1,3}"
+    r"(?:[ .][^\r\n]*)?\r?)?)?)?)?)?)?)?)?)?)?"
+)
+# The end of a response head: an empty line (CRLF or a bare LF) after a line's LF.
+_RESPONSE_HEAD_END = re.compile(rb"\n\r?\n")
+# Header lines whose names are letters, digits, "-" and "_" and whose values hold no NUL
+# or CR, each ending in CRLF: read by splitting, in one scan.
+_PLAIN_RESPONSE_LINES = re.compile(r"(?:[A-Za-z0-9_-]++:[^\x00\r\n]*+\r\n)*+")
+# The common head in one scan: an HTTP/1.0 or 1.1 status line with one space around the
+# code, then lines "name: value" whose value neither starts nor ends with a space (so
+# that splitting at the first ": " reads them exactly).
+_PLAIN_RESPONSE = re.compile(
+    r"HTTP/1\.([01]) ([0-9]{3})(?: ([^\r\n]*))?\r\n"
+    r"((?:[A-Za-z0-9_-]++: [^\x00\r\n ](?:[^\x00\r\n]*+(?<! ))?\r\n)*+)\r\n"
+)
+# A Content-Length or Transfer-Encoding line among them (any case).
+_FRAMING_LINE = re.compile(r"\n(?:content-length|transfer-encoding):", re.IGNORECASE)
+# Bytes of a header name that ngx_http_parse_header_line hashes (underscores allowed for
+# upstreams); a name without any is never sent on (its hash is 0).
+_HASHED = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_")
+_MAX_OFF_T = (1 << 63) - 1
+NO_STATUS_LINE = "upstream sent no valid HTTP/1.0 header"
+
+
+def find_response_head_end(buf: bytes | bytearray, start: int = 0) -> int:
+    """The index just past the empty line that ends a response head (``\\n\\r\\n`` or
+    ``\\n\\n``: nginx reads a bare LF as a line's end), or -1 if not there yet."""
+    found = _RESPONSE_HEAD_END.search(buf, start)
+    return -1 if found is None else found.end()
+
+
+def bad_status_line(buf: bytes | bytearray) -> bool:
+    """Whether the bytes a response starts with can no longer be a status line
+    (ngx_http_parse_status_line fails at the first byte that does not fit)."""
+    nl = buf.find(b"\n")
+    first = bytes(buf[: nl + 1] if nl >= 0 else buf).decode("latin-1")
+    if nl >= 0:
+        return _STATUS_LINE.fullmatch(first) is None
+    return _STATUS_PREFIX.fullmatch(first) is None
+
+
+def _invalid_header(line: str, at: int) -> HTTPError:
+    """ngx_http_proxy_process_header's message for a line invalid at ``at``."""
+    return HTTPError(f'upstream sent invalid header: "{line[:at]}\\x{ord(line[at]):02x}..."', 502)
+
+
+def _response_header(line: str) -> tuple[str, str] | None:
+    """One header line of an upstream's head (without its LF) as
+    ngx_http_parse_header_line reads it (underscores allowed); None for a line that is
+    not kept: an IIS-style ``HTTP/...`` line, or a name without a hashed byte.
+
+    A name ends at ":" (no colon: the whole line is the name, the value is empty); bytes
+    other than controls, space, DEL and ":" only mark a name invalid, which the proxy
+    module ignores. Spaces (not tabs) around the value are not part of it. A NUL, or a
+    CR that does not end the line, is invalid.
+    """
+    first = line[0]
+    if first <= " " or first == "\x7f" or first == ":":
+        raise _invalid_header(line, 0)
+    colon = len(line)
+    for index, char in enumerate(line):
+        if char == ":":
+            colon = index
+            break
+        if char == "\r":
+            if line[index:].strip("\r"):
+                raise _invalid_header(line, index)
+            colon = index
+            break
+        if char == "/" and index == 4 and line.startswith("HTTP"):
+            return None
+        if char <= " " or char == "\x7f":
+            raise _invalid_header(line, index)
+    name = line[:colon]
+    if not any(char in _HASHED for char in name):
+        return None
+    value = line[colon + 1 :].rstrip("\r")
+    for index, char in enumerate(value):
+        if char == "\x00" or char == "\r":
+            raise _invalid_header(line, colon + 1 + index)
+    return name, value.strip(" ")
+
+
+def _response_framing(headers: list[tuple[str, str]]) -> tuple[int | None, bool]:
+    """``Content-Length`` and ``Transfer-Encoding`` as nginx 1.23 reads them from an
+    upstream (ngx_http_upstream_process_content_length and _transfer_encoding): each at
+    most once, not both, a length of digits only, no coding but "chunked"; anything else
+    is an invalid header (502). nginx 1.22 took the last length, an invalid one as none,
+    and any coding that contains "chunked" (docs/behavior.md)."""
+    length: tuple[str, str] | None = None
+    coding: tuple[str, str] | None = None
+    for name, value in headers:
+        low = name.lower()
+        if low == "content-length":
+            if length is not None or coding is not None:
+                raise _framing_conflict(name, value, length, coding)
+            length = (name, value)
+        elif low == "transfer-encoding":
+            if coding is not None or length is not None:
+                raise _framing_conflict(name, value, coding, length)
+            coding = (name, value)
+    if coding is not None:
+        if coding[1].lower() != "chunked":
+            raise HTTPError(f'upstream sent unknown "Transfer-Encoding": "{coding[1]}"', 502)
+        return None, True
+    if length is None:
+        return None, False
+    value = length[1]
+    if not value.isdigit() or not value.isascii() or int(value) > _MAX_OFF_T:
+        message = f'upstream sent invalid "Content-Length" header: "{length[0]}: {value}"'
+        raise HTTPError(message, 502)
+    return int(value), False
+
+
+def _framing_conflict(
+    name: str, value: str, same: tuple[str, str] | None, other: tuple[str, str] | None
+) -> HTTPError:
+    if same is not None:
+        return HTTPError(
+            f'upstream sent duplicate header line: "{name}: {value}", '
+            f'previous value: "{same[0]}: {same[1]}"',
+            502,
+        )
+    return HTTPError(
+        'upstream sent "Content-Length" and "Transfer-Encoding" headers at the same time', 502
+    )
+
+
 def parse_response_head(head: bytes) -> ResponseHead:
-    """Parse one complete response head from an upstream.
+    """Parse one complete response head from an upstream, as nginx does
+    (ngx_http_proxy_process_status_line, ngx_http_proxy_process_header): ``head`` ends
+    where :func:`find_response_head_end` found its end.
 
     Raises:
-        HTTPError: the upstream sent an invalid header (the caller logs
-            ``upstream sent invalid header`` and answers 502).
+        HTTPError: no valid status line (:data:`NO_STATUS_LINE`), an invalid header line
+            or framing (the caller logs the message and answers 502).
     """
-    c = _Collector()
-    p = httptools.HttpResponseParser(c)
-    try:
-        p.feed_data(head)
-    except httptools.HttpParserUpgrade:
-        pass
-    except httptools.HttpParserError as exc:
-        # llhttp pauses after a 101 head even without "Connection: upgrade": the head is
-        # complete, which is all this function needs.
-        if not (c.complete and _PAUSED in str(exc)):
-            raise HTTPError(f"upstream sent invalid header: {exc}", 502) from None
-    if not c.complete:
-        raise HTTPError("upstream sent invalid header", 502)
-    headers = [(n.decode("latin-1"), v.decode("latin-1")) for n, v in c.headers]
-    try:
-        content_length, chunked = _framing(headers)
-    except ValueError:
-        raise HTTPError("upstream sent invalid header", 502) from None
+    text = head.decode("latin-1")
+    fast = _PLAIN_RESPONSE.fullmatch(text)
+    if fast is not None:
+        # One scan found the common shape: "name: value" lines that split exactly.
+        block = fast[4]
+        headers = [tuple(line.split(": ", 1)) for line in block[:-2].split("\r\n")] if block else []
+        # The framing lines: each is "\n" + its name + ": " here (names in any case).
+        low = text.lower()
+        at = low.find("\ncontent-length: ")
+        coded = "\ntransfer-encoding: " in low
+        value = text[at + 17 : text.find("\r", at)] if at >= 0 else ""
+        if at < 0 and not coded:
+            content_length, chunked = None, False
+        elif (
+            not coded
+            and value.isdigit()
+            and value.isascii()
+            and len(value) < 19
+            and low.find("\ncontent-length: ", at + 1) < 0
+        ):
+            content_length, chunked = int(value), False
+        else:
+            content_length, chunked = _response_framing(headers)
+        return ResponseHead(
+            int(fast[2]),
+            fast[3] or "",
+            "1." + fast[1],
+            headers,
+            content_length,
+            chunked,
+            len(head),
+            text[9 : fast.start(4) - 2],
+            1000 + int(fast[1]),
+        )
+    status = _STATUS_LINE.match(text)
+    if status is None:
+        raise HTTPError(NO_STATUS_LINE, 502)
+    block = text[status.end() :]
+    if block.endswith("\r\n") and _PLAIN_RESPONSE_LINES.fullmatch(block, 0, len(block) - 2):
+        headers = (
+            [
+                (name, value.strip(" "))
+                for name, _, value in (line.partition(":") for line in block[:-4].split("\r\n"))
+            ]
+            if len(block) > 2
+            else []
+        )
+    else:
+        blank = 2 if block.endswith("\r\n") and (len(block) == 2 or block[-3] == "\n") else 1
+        lines = block[:-blank].split("\n")[:-1]
+        headers = [kept for kept in map(_response_header, lines) if kept is not None]
+    if _FRAMING_LINE.search(text) is None:
+        content_length, chunked = None, False
+    else:
+        content_length, chunked = _response_framing(headers)
+    major, minor = int(status[1]), int(status[2])
     return ResponseHead(
-        status=p.get_status_code(),
-        reason=c.status.decode("latin-1"),
-        version=p.get_http_version(),
+        status=int(status[4]),
+        reason=status[5] or "",
+        version=f"{major}.{minor}",
         headers=headers,
-        content_length=None if chunked else content_length,
+        content_length=content_length,
         chunked=chunked,
         raw_length=len(head),
+        status_text=status[3],
+        http_version=major * 1000 + minor,
     )
 
 
@@ -368,6 +555,15 @@ _CHUNK_LINE = re.compile(
     + rb"))?)*"
 )
 _TRAILER_LINE = re.compile(_TOKEN + rb":[\t \x21-\x7e\x80-\xff]*")
+
+
+class ChunkError(ValueError):
+    """Invalid chunk framing; ``pieces`` are the body bytes decoded before it, in the
+    same call."""
+
+    def __init__(self, message: str, pieces: list[bytes]) -> None:
+        super().__init__(message)
+        self.pieces = pieces
 
 
 class ChunkedDecoder:
@@ -393,9 +589,17 @@ class ChunkedDecoder:
         """Decode ``data``; return the body bytes it completes, in order.
 
         Raises:
-            ValueError: invalid chunk framing (the caller answers 400 or drops upstream).
+            ChunkError: invalid chunk framing (the caller answers 400 or drops upstream);
+                it carries the body bytes decoded before the fault.
         """
         out: list[bytes] = []
+        try:
+            self._decode(data, out)
+        except ValueError as exc:
+            raise ChunkError(str(exc), out) from None
+        return out
+
+    def _decode(self, data: bytes, out: list[bytes]) -> None:
         buf = self._buf
         buf += data
         while buf and not self.done:
@@ -416,6 +620,9 @@ class ChunkedDecoder:
                 self._state = "size"
                 continue
             nl = buf.find(b"\r\n")
+            lf = buf.find(b"\n", 0, nl + 2 if nl >= 0 else len(buf))
+            if lf >= 0 and lf != nl + 1:
+                raise ValueError("bare LF in a chunk line")  # refused at once, not waited on
             if nl < 0:
                 if len(buf) > self.MAX_LINE:
                     raise ValueError("chunk line too long")
@@ -441,4 +648,3 @@ class ChunkedDecoder:
                 buf.clear()
             elif _TRAILER_LINE.fullmatch(line) is None:
                 raise ValueError("invalid trailer line")
-        return out

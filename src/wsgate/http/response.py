@@ -2,8 +2,10 @@
 
 Mirrors ``ngx_http_upstream_process_headers`` (which upstream headers are kept) and
 ``ngx_http_header_filter`` (the order: status line, Server, Date, Content-Type,
-Content-Length, Last-Modified, Transfer-Encoding, Connection, Keep-Alive, then the rest of
-the upstream's headers in order, duplicates kept).
+Content-Length, Transfer-Encoding, Connection, Keep-Alive, then the rest of the upstream's
+headers in order, duplicates kept). An upstream's ``Content-Type`` is not a header line
+for nginx but a field of the response (ngx_http_upstream_copy_content_type): the last one
+wins and is printed once, in its own place; ``Last-Modified`` stays where it was.
 """
 
 from __future__ import annotations
@@ -33,7 +35,6 @@ HIDDEN = frozenset(
         "x-accel-charset",
     }
 )
-_MOVED = frozenset({"content-type", "last-modified"})
 
 _date_cache: tuple[int, str] = (0, "")
 
@@ -58,6 +59,7 @@ def build_response_head(
     connection: str,
     keepalive_header: float | None = None,
     location: str | None = None,
+    status_text: str | None = None,
 ) -> bytes:
     """Return the head for the client.
 
@@ -70,16 +72,23 @@ def build_response_head(
         connection: ``upgrade``, ``keep-alive`` or ``close``.
         location: a ``Location`` wsgate made absolute, printed in nginx's own place for it
             (other ``Location`` headers stay in ``headers`` order).
+        status_text: the upstream's status line from the code on, as sent (``200 OK``,
+            ``200``); nginx copies it after ``HTTP/1.1 `` (``reason`` is then unused).
     """
-    out = [status_line(status, reason).decode("latin-1"), f"Server: {server}\r\n"]
+    if status_text is not None:
+        first = f"HTTP/1.1 {status_text}\r\n"
+    else:
+        first = status_line(status, reason).decode("latin-1")
+    out = [first, f"Server: {server}\r\n"]
     out.append(f"Date: {http_date()}\r\n")
-    moved = {n.lower(): (n, v) for n, v in reversed(headers) if n.lower() in _MOVED}
-    if "content-type" in moved:
-        out.append(f"Content-Type: {moved['content-type'][1]}\r\n")
+    content_type = ""
+    for n, v in headers:
+        if len(n) == 12 and n.lower() == "content-type":
+            content_type = v
+    if content_type:
+        out.append(f"Content-Type: {content_type}\r\n")
     if content_length is not None:
         out.append(f"Content-Length: {content_length}\r\n")
-    if "last-modified" in moved:
-        out.append(f"Last-Modified: {moved['last-modified'][1]}\r\n")
     if location is not None:
         out.append(f"Location: {location}\r\n")
     if chunked:
@@ -87,15 +96,9 @@ def build_response_head(
     out.append(f"Connection: {connection}\r\n")
     if connection == "keep-alive" and keepalive_header is not None:
         out.append(f"Keep-Alive: timeout={int(keepalive_header)}\r\n")
-    seen_moved: set[str] = set()
     for n, v in headers:
         low = n.lower()
-        if low in HIDDEN:
-            continue
-        if low in _MOVED:
-            if low in seen_moved:
-                out.append(f"{n}: {v}\r\n")
-            seen_moved.add(low)
+        if low in HIDDEN or low == "content-type":
             continue
         out.append(f"{n}: {v}\r\n")
     out.append("\r\n")

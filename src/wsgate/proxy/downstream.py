@@ -1095,9 +1095,7 @@ class Downstream(asyncio.Protocol):
                         sent,
                         proto,
                     )
-                self._open_tunnel(
-                    request, loc, peer, pick, proto, resp.reason, resp.headers, rest, t0
-                )
+                self._open_tunnel(request, loc, peer, pick, proto, resp, rest, t0)
                 proto = None  # the tunnel owns the transport now
                 return None
             await self._relay(request, loc, peer, pick, proto, resp, rest, t0)
@@ -1218,14 +1216,15 @@ class Downstream(asyncio.Protocol):
         keep = request.keep_alive and framed and not self.worker.closing
         if status == 101:  # a 101 without a client Upgrade: relayed, then closed
             keep = False
+        # ngx_http_upstream_process_headers: the peer's length is the response's, for a
+        # 204, a 304 or a HEAD too (the header filter prints it; no body follows).
         length = resp.content_length if mode in (BodyMode.LENGTH, BodyMode.NONE) else None
-        if status in (204, 304) or 100 <= status < 200:
-            length = None
         headers, location = self._rewrite_redirects(request, loc, resp.headers)
         added = self._added_headers(request, loc, status)
         head_bytes = build_response_head(
             status=status,
-            reason=resp.reason,
+            reason=None,
+            status_text=resp.status_text,
             headers=headers + added if added else headers,
             server=self._server_token(loc),
             content_length=length,
@@ -1245,6 +1244,18 @@ class Downstream(asyncio.Protocol):
         if self.client_paused:
             proto.pause()
         ok = await self._wait_body(request, loc, proto)
+        if ok and proto.extra and mode != BodyMode.EOF and head.method != "HEAD":
+            # ngx_http_proxy_copy_filter, ngx_http_proxy_chunked_filter: bytes after the
+            # body's end in what was read are dropped, with a warning (a HEAD's response
+            # is finished with its head, before any body is read).
+            self.worker.error_log.log(
+                "warn",
+                "upstream sent data after final chunk"
+                if mode == BodyMode.CHUNKED
+                else 'upstream sent more data than specified in "Content-Length" header',
+                request.ctx,
+                "reading upstream",
+            )
         rv.bytes_sent = len(head_bytes) + proto.body_bytes
         rv.body_bytes_sent = proto.body_bytes
         self._release(request, peer, pick, t0, str(status), Outcome.SUCCESS, proto)
@@ -1274,7 +1285,7 @@ class Downstream(asyncio.Protocol):
             or self.worker.closing
             # ngx_http_proxy_process_status_line: a response older than HTTP/1.1 is
             # connection_close; so is any "Connection" line holding "close".
-            or resp.version != "1.1"
+            or resp.http_version < 1001
             or _says_close(resp.headers)
             or transport.get_write_buffer_size()  # the request was not all sent
             or not cache.reusable(proto)
@@ -1400,18 +1411,22 @@ class Downstream(asyncio.Protocol):
         self,
         request: Request,
         loc: LocationConf,
-        reason: str | None,
+        status_text: str | None,
         headers: list[tuple[str, str]],
+        content_length: int | None = None,
     ) -> bytes:
         """Write a 101 head to the client (a tunnel, or the status page's own socket) and
-        record it for the access log; return the head's bytes."""
+        record it for the access log; return the head's bytes. ``status_text``: the
+        peer's status line from the code on (None: nginx's own); ``content_length``: the
+        peer's, which nginx prints in a 101 too."""
         assert self.transport is not None
         head = build_response_head(
             status=101,
-            reason=reason,
+            reason=None,
+            status_text=status_text,
             headers=headers,
             server=self._server_token(loc),
-            content_length=None,
+            content_length=content_length,
             chunked=False,
             connection="upgrade",
         )
@@ -1427,13 +1442,15 @@ class Downstream(asyncio.Protocol):
         peer: PeerState,
         pick: Pick,
         proto: UpstreamProtocol,
-        reason: str,
-        headers: list[tuple[str, str]],
+        resp: ResponseHead,
         rest: bytes,
         t0: float,
     ) -> None:
         assert self.transport is not None and proto.transport is not None
-        head_bytes = self._switch_protocols(request, loc, reason, headers)
+        headers = resp.headers
+        head_bytes = self._switch_protocols(
+            request, loc, resp.status_text, headers, resp.content_length
+        )
         request.rv.upstream_headers = headers
         self.state = TUNNEL
         # The request coroutine ends once the tunnel runs: drop it, the request and the

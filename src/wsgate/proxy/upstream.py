@@ -14,7 +14,15 @@ import ssl
 from typing import TYPE_CHECKING, Any, cast
 
 from wsgate.errors import HTTPError
-from wsgate.http.parser import ChunkedDecoder, ResponseHead, find_head_end, parse_response_head
+from wsgate.http.parser import (
+    NO_STATUS_LINE,
+    ChunkedDecoder,
+    ChunkError,
+    ResponseHead,
+    bad_status_line,
+    find_response_head_end,
+    parse_response_head,
+)
 
 if TYPE_CHECKING:
     from wsgate.proxy.keepalive import KeepaliveCache
@@ -136,32 +144,43 @@ class UpstreamProtocol(asyncio.Protocol):
                 return
             self.buf += data  # after the head, before relay_body: keep for the caller
             return
-        start = max(0, len(self.buf) - 3)
+        start = max(0, len(self.buf) - 2)
         self.buf += data
-        end = find_head_end(self.buf, start)
-        if end < 0:
-            if len(self.buf) > self.max_head:
-                _fail(self.head, HTTPError("upstream sent too big header", 502))
+        while True:
+            end = find_response_head_end(self.buf, start)
+            if end < 0 or end > self.max_head:
+                # ngx_http_upstream_process_header: the head must fit in proxy_buffer_size;
+                # ngx_http_parse_status_line gives up at the first byte that does not fit.
+                if bad_status_line(self.buf):
+                    _fail(self.head, HTTPError(NO_STATUS_LINE, 502))
+                elif end > self.max_head or len(self.buf) >= self.max_head:
+                    _fail(self.head, HTTPError("upstream sent too big header", 502))
+                return
+            try:
+                head = parse_response_head(bytes(self.buf[:end]))
+            except HTTPError as exc:
+                _fail(self.head, exc)
+                return
+            if 100 <= head.status < 200 and head.status != 101:
+                # An interim response (100 Continue): skipped, the next head is read
+                # (nginx 1.22 sends it as the response: docs/behavior.md).
+                del self.buf[:end]
+                start = 0
+                continue
+            rest = bytes(self.buf[end:])
+            self.buf.clear()
+            self.head.set_result((head, rest))
             return
-        head_bytes = bytes(self.buf[:end])
-        rest = bytes(self.buf[end:])
-        self.buf.clear()
-        try:
-            head = parse_response_head(head_bytes)
-        except HTTPError as exc:
-            _fail(self.head, exc)
-            return
-        if 100 <= head.status < 200 and head.status != 101:
-            # An interim response (100 Continue): nginx skips it and reads on.
-            self.buf += rest
-            self.data_received(b"")
-            return
-        self.head.set_result((head, rest))
+
+    def _closed_before_head(self) -> Exception:
+        if self.buf and bad_status_line(self.buf):
+            return HTTPError(NO_STATUS_LINE, 502)
+        return UpstreamClosed()
 
     def eof_received(self) -> bool:
         self.eof = True
         if not self.head.done():
-            _fail(self.head, UpstreamClosed())
+            _fail(self.head, self._closed_before_head())
         elif self.client is not None:
             self._finish_eof()
         elif self.idle is not None:
@@ -170,7 +189,7 @@ class UpstreamProtocol(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.head.done():
-            _fail(self.head, UpstreamClosed() if exc is None else exc)
+            _fail(self.head, self._closed_before_head() if exc is None else exc)
         elif self.client is not None and not self.done.done():
             self._finish_eof()
         elif self.idle is not None:
@@ -234,7 +253,11 @@ class UpstreamProtocol(asyncio.Protocol):
             assert self.decoder is not None
             try:
                 pieces = self.decoder.feed(data)
-            except ValueError as exc:
+            except ChunkError as exc:
+                # ngx_http_proxy_chunked_filter: what came before the fault is passed on.
+                for piece in exc.pieces:
+                    if piece:
+                        self._write(piece)
                 _fail(self.done, HTTPError(f"upstream sent invalid chunked response: {exc}", 502))
                 return
             for piece in pieces:

@@ -6,8 +6,12 @@ import pytest
 
 from wsgate.errors import HTTPError
 from wsgate.http.parser import (
+    NO_STATUS_LINE,
     ChunkedDecoder,
+    ChunkError,
+    bad_status_line,
     find_head_end,
+    find_response_head_end,
     fits_header_buffers,
     parse_request_head,
     parse_response_head,
@@ -114,6 +118,165 @@ def test_response_head() -> None:
     assert (head.status, head.reason, head.content_length) == (426, "Upgrade Required", 2)
     with pytest.raises(HTTPError):
         parse_response_head(b"garbage\r\n\r\n")
+
+
+@pytest.mark.parametrize(
+    ("line", "text", "status", "version"),
+    [
+        (b"HTTP/1.1 200 OK", "200 OK", 200, 1001),
+        (b"HTTP/1.1 200", "200", 200, 1001),
+        (b"HTTP/1.0 404 Not  Found ", "404 Not  Found ", 404, 1000),
+        (b"HTTP/1.2 201 Made", "201 Made", 201, 1002),
+        (b"HTTP/10.1 200 OK", "200 OK", 200, 10001),
+        (b"HTTP/1.01 200 OK", "200 OK", 200, 1001),
+        (b"HTTP/1.1   200 OK", "200 OK", 200, 1001),
+        (b"HTTP/1.1 403.1 Forbidden", "403.1 Forbidden", 403, 1001),
+        (b"HTTP/1.1 000 Odd", "000 Odd", 0, 1001),
+        (b"HTTP/1.1 200 caf\xc3\xa9\x01", "200 caf\xc3\xa9\x01", 200, 1001),
+    ],
+)
+def test_response_status_line(line: bytes, text: str, status: int, version: int) -> None:
+    """ngx_http_parse_status_line: the text from the code on is kept as sent."""
+    for head in (line + b"\r\nA: b\r\n\r\n", line + b"\nA: b\n\n"):
+        parsed = parse_response_head(head)
+        assert (parsed.status_text, parsed.status) == (text, status)
+        assert (parsed.http_version, parsed.headers) == (version, [("A", "b")])
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        b"HTTP/2 200 OK",
+        b"HTTP/0.9 200 OK",
+        b"http/1.1 200 OK",
+        b"HTTP/1.1 20",
+        b"HTTP/1.1 2000",
+        b"HTTP/1.1 20x",
+        b"HTTP/01.1 200 OK",
+        b"HTTP/1. 200",
+        b"HTTP/1.1\t200 OK",
+        b" HTTP/1.1 200",
+        b"garbage",
+        b"HTTP/1.1 200 OK\rX",
+    ],
+)
+def test_response_without_status_line(line: bytes) -> None:
+    with pytest.raises(HTTPError, match=NO_STATUS_LINE):
+        parse_response_head(line + b"\r\nA: b\r\n\r\n")
+    assert bad_status_line(line + b"\r\n")
+
+
+def test_bad_status_line_prefixes() -> None:
+    """A status line is refused at its first byte that cannot fit, not at its end."""
+    for good in (
+        b"",
+        b"H",
+        b"HTTP/",
+        b"HTTP/1.1",
+        b"HTTP/1.1 20",
+        b"HTTP/1.1 200 O",
+        b"HTTP/1.1 200\r",
+    ):
+        assert not bad_status_line(good), good
+    for bad in (b"X", b"HTTP/0", b"HTTP/1.1x", b"HTTP/1.1 2x", b"HTTP/1.1 200x", b"SSH-2.0"):
+        assert bad_status_line(bad), bad
+
+
+@pytest.mark.parametrize(
+    ("lines", "headers"),
+    [
+        (
+            b"X@Y: v\r\nX_U: 1\r\nX-Caf\xc3\xa9: v",
+            [("X@Y", "v"), ("X_U", "1"), ("X-Caf\xc3\xa9", "v")],
+        ),
+        (b"X-NoColon\r\nX-Empty:", [("X-NoColon", ""), ("X-Empty", "")]),
+        (b"X-Ws: \t v \t\r\nX-Sp:   a b  ", [("X-Ws", "\t v \t"), ("X-Sp", "a b")]),
+        (b"X-Ctl: a\x01b\x7f\r\nX-Cr: v\r\r", [("X-Ctl", "a\x01b\x7f"), ("X-Cr", "v")]),
+        (b"HTTP/1.1 500 Boom\r\nA: 1", [("A", "1")]),
+        (b"\xff: v\r\n@@: w\r\nA: 1", [("A", "1")]),
+        (b"A: 1\nB: 2", [("A", "1"), ("B", "2")]),
+    ],
+)
+def test_response_header_lines(lines: bytes, headers: list[tuple[str, str]]) -> None:
+    """ngx_http_parse_header_line as the proxy module uses it (underscores allowed,
+    invalid names kept, names without a hashed byte dropped, IIS status lines skipped)."""
+    head = parse_response_head(b"HTTP/1.1 200 OK\r\n" + lines + b"\r\n\r\n")
+    assert head.headers == headers
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        b"X-Nul: a\x00b",
+        b"X-N\x00ul: v",
+        b"X-Cr: a\rb",
+        b" X-Fold: v",
+        b"\tX: v",
+        b": v",
+        b"X Y: v",
+        b"X\x7fY: v",
+        b"X-Sp : v",
+    ],
+)
+def test_response_invalid_header_lines(line: bytes) -> None:
+    with pytest.raises(HTTPError, match="upstream sent invalid header: "):
+        parse_response_head(b"HTTP/1.1 200 OK\r\nA: 1\r\n" + line + b"\r\n\r\n")
+
+
+@pytest.mark.parametrize(
+    ("lines", "framing"),
+    [
+        (b"Content-Length: 11", (11, False)),
+        (b"content-length:   11  ", (11, False)),
+        (b"Transfer-Encoding: Chunked", (None, True)),
+        (b"X-A: 1", (None, False)),
+        (b"Content-Length: 0", (0, False)),
+    ],
+)
+def test_response_framing(lines: bytes, framing: tuple[int | None, bool]) -> None:
+    head = parse_response_head(b"HTTP/1.1 200 OK\r\n" + lines + b"\r\n\r\n")
+    assert (head.content_length, head.chunked) == framing
+
+
+@pytest.mark.parametrize(
+    ("lines", "message"),
+    [
+        (b"Content-Length: 5\r\nContent-Length: 5", "upstream sent duplicate header line"),
+        (b"Content-Length: 5, 5", 'upstream sent invalid "Content-Length" header'),
+        (b"Content-Length: -1", 'upstream sent invalid "Content-Length" header'),
+        (b"Content-Length: +1", 'upstream sent invalid "Content-Length" header'),
+        (b"Content-Length:", 'upstream sent invalid "Content-Length" header'),
+        (b"Content-Length: 99999999999999999999", 'upstream sent invalid "Content-Length" header'),
+        (b"Content-Length: \xb2", 'upstream sent invalid "Content-Length" header'),
+        (b"Transfer-Encoding: chunked\r\nContent-Length: 5", 'upstream sent "Content-Length" and'),
+        (b"Content-Length: 5\r\nTransfer-Encoding: chunked", 'upstream sent "Content-Length" and'),
+        (b"Transfer-Encoding: gzip, chunked", 'upstream sent unknown "Transfer-Encoding"'),
+        (b"Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked", "upstream sent duplicate"),
+    ],
+)
+def test_response_framing_refused(lines: bytes, message: str) -> None:
+    """nginx 1.23's ngx_http_upstream_process_content_length / _transfer_encoding."""
+    with pytest.raises(HTTPError, match=message) as info:
+        parse_response_head(b"HTTP/1.1 200 OK\r\n" + lines + b"\r\n\r\n")
+    assert info.value.status == 502
+
+
+def test_find_response_head_end() -> None:
+    assert find_response_head_end(b"HTTP/1.1 200 OK\r\nA: b\r\n\r\nbody") == 25
+    assert find_response_head_end(b"HTTP/1.1 200 OK\nA: b\n\nbody") == 22
+    assert find_response_head_end(b"HTTP/1.1 200 OK\nA: b\n\r\nbody") == 23
+    assert find_response_head_end(b"HTTP/1.1 200 OK\r\nA: b\r\n") == -1
+
+
+def test_chunked_decoder_refuses_a_bare_lf_at_once() -> None:
+    with pytest.raises(ChunkError):
+        ChunkedDecoder().feed(b"5\nhello")
+
+
+def test_chunk_error_keeps_what_came_before() -> None:
+    with pytest.raises(ChunkError) as info:
+        ChunkedDecoder().feed(b"5\r\nhello\r\nz\r\n")
+    assert info.value.pieces == [b"hello"]
 
 
 CHUNKED = b"3\r\nabc\r\n4;ext=v\r\ndefg\r\n0\r\nTrailer: x\r\n\r\nNEXT"

@@ -106,7 +106,7 @@ BAD_ANSWERS = [
         OK_101.replace(b"Upgrade: websocket\r\n", b"Upgrade: h2c\r\n"),
         'upstream sent 101 without "Upgrade: websocket"',
     ),
-    (b"SSH-2.0-OpenSSH_9.2\r\n\r\n", "upstream sent invalid header"),
+    (b"SSH-2.0-OpenSSH_9.2\r\n\r\n", "upstream sent no valid HTTP/1.0 header"),
     (b"x" * (HEAD_LIMIT + 1), "upstream sent too big header"),
 ]
 

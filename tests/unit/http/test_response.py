@@ -77,3 +77,34 @@ def test_error_page_is_nginx_byte_count() -> None:
     assert len(error_page(502, "nginx/1.22.1")) == 157
     assert b"<title>504 Gateway Time-out</title>" in error_page(504, "x")
     assert b"<title>400 Request Header Or Cookie Too Large</title>" in error_page(494, "x")
+
+
+def test_content_type_last_wins_and_last_modified_stays() -> None:
+    """ngx_http_upstream_copy_content_type keeps one Content-Type (the last); an
+    upstream's Last-Modified is an ordinary header line, in its place."""
+    head = build_response_head(
+        status=200,
+        reason=None,
+        status_text="200",
+        headers=[
+            ("Content-Type", "text/html"),
+            ("Last-Modified", "Mon, 01 Jan 2024 00:00:00 GMT"),
+            ("X-A", "1"),
+            ("content-type", "text/plain"),
+        ],
+        server="wsgate/0",
+        content_length=3,
+        chunked=False,
+        connection="close",
+    )
+    assert _lines(head) == [
+        "HTTP/1.1 200",
+        "Server: wsgate/0",
+        "Content-Type: text/plain",
+        "Content-Length: 3",
+        "Connection: close",
+        "Last-Modified: Mon, 01 Jan 2024 00:00:00 GMT",
+        "X-A: 1",
+        "",
+        "",
+    ]
