@@ -650,6 +650,53 @@ CASES: tuple[Case, ...] = (
         "Host: example.com",
     ),
     simple("percent-escapes-raw", "GET /a%2Fb/./c%20d/..//e%7e?z=%41 HTTP/1.1", "Host: x.test"),
+    # client_header_buffer_size 256, large_client_header_buffers 2 512 (variant "buffers"):
+    # ngx_http_alloc_large_header_buffer moves a line that does not fit into a large buffer.
+    simple("buffers-fit-first", "GET /small HTTP/1.1", "Host: example.com", variant="buffers"),
+    simple(
+        "buffers-line-moved-to-a-large-buffer",
+        "GET /moved HTTP/1.1",
+        "Host: example.com",
+        "X-Long: " + "a" * 300,
+        variant="buffers",
+    ),
+    Case(
+        "buffers-header-line-too-long-400",
+        (
+            Send(request("GET /long HTTP/1.1", "Host: example.com", "X-Long: " + "b" * 520)),
+            Response(),
+            Eof(),
+        ),
+        (400,),
+        0,
+        "buffers",
+    ),
+    Case(
+        "buffers-out-of-large-buffers-400",
+        (
+            Send(
+                request(
+                    "GET /many HTTP/1.1",
+                    "Host: example.com",
+                    "X-One: " + "c" * 300,
+                    "X-Two: " + "d" * 300,
+                    "X-Three: " + "e" * 300,
+                )
+            ),
+            Response(),
+            Eof(),
+        ),
+        (400,),
+        0,
+        "buffers",
+    ),
+    Case(
+        "buffers-request-line-too-long-414",
+        (Send(request("GET /" + "f" * 600 + " HTTP/1.1", "Host: example.com")), Response(), Eof()),
+        (414,),
+        0,
+        "buffers",
+    ),
     Case(
         "bad-percent-escape-400",
         (Send(request("GET /bad%zz HTTP/1.1", "Host: example.com")), Response(), Eof()),

@@ -53,7 +53,7 @@ http {{
 """
 
 
-Variant = Literal["seed", "bare"]
+Variant = Literal["seed", "bare", "buffers"]
 
 # The seed article's location body (nginx-semantics.md section 1).
 _SEED_PROXY = """\
@@ -86,7 +86,7 @@ http {{
     server {{
         listen 127.0.0.1:{listen};
         server_name example.com;
-{locations}
+{server_extra}{locations}
     }}
 }}
 """
@@ -111,9 +111,19 @@ _BARE_LOCATIONS = """\
 def differential_conf(variant: Variant, listen: int, backend: int) -> str:
     """The differential tests' config: ``seed`` is the article's location (plus ``/p1/``
     with a URI part) in front of ``upstream backend``; ``bare`` proxies without
-    ``proxy_set_header``. Access logs ``logs/diff.log`` (format ``diff``) and
+    ``proxy_set_header``; ``buffers`` is ``seed`` with small header buffers
+    (:data:`SMALL_BUFFERS`). Access logs ``logs/diff.log`` (format ``diff``) and
     ``logs/combined.log``."""
-    locations = _SEED_LOCATIONS if variant == "seed" else _BARE_LOCATIONS
+    locations = _BARE_LOCATIONS if variant == "bare" else _SEED_LOCATIONS
     return _DIFFERENTIAL_CONF.format(
-        listen=listen, backend=backend, locations=locations.format(backend=backend)
+        listen=listen,
+        backend=backend,
+        locations=locations.format(backend=backend),
+        server_extra=SMALL_BUFFERS if variant == "buffers" else "",
     )
+
+
+# The "buffers" variant: a 256-byte first buffer and two large buffers of 512 bytes.
+SMALL_BUFFERS = """        client_header_buffer_size 256;
+        large_client_header_buffers 2 512;
+"""

@@ -320,6 +320,7 @@ def _freeze_http(hb: HttpBuilder) -> HttpConf:
 
 _SERVER_FIELDS = (
     "client_header_timeout",
+    "client_header_buffer_size",
     "large_client_header_buffers",
     "underscores_in_headers",
     "ignore_invalid_headers",

@@ -263,6 +263,7 @@ class ServerConf:
     locations: tuple[LocationConf, ...]
     defaults: LocationConf  # server-level merged values, used when no location matches
     client_header_timeout: float = 60.0
+    client_header_buffer_size: int = 1024
     large_client_header_buffers: tuple[int, int] = (4, 8192)
     underscores_in_headers: bool = False
     ignore_invalid_headers: bool = True

@@ -1304,6 +1304,7 @@ DIRECTIVES: dict[str, list[Directive]] = _rows(
     Directive("server_name", F({SERVER}), 1, None, server_name, default='""'),
     Directive("location", F({SERVER, LOCATION}), 1, 2, location, block=True),
     Directive("client_header_timeout", SRV_LEVELS, 1, 1, set_msec, default="60s"),
+    Directive("client_header_buffer_size", SRV_LEVELS, 1, 1, set_size, default="1k"),
     Directive("large_client_header_buffers", SRV_LEVELS, 2, 2, large_client_header_buffers,
         default="4 8k"),
     Directive("underscores_in_headers", SRV_LEVELS, 1, 1, set_flag, default="off"),

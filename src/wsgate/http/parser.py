@@ -28,7 +28,7 @@ __all__ = [
     "bad_status_line",
     "find_head_end",
     "find_response_head_end",
-    "fits_header_buffers",
+    "header_buffers_overflow",
     "parse_request_head",
     "parse_response_head",
 ]
@@ -47,29 +47,33 @@ def find_head_end(buf: bytes | bytearray, start: int = 0) -> int:
     return -1 if i < 0 else i + 4
 
 
-def fits_header_buffers(head: bytes | bytearray, number: int, size: int, first: int = 1024) -> bool:
-    """Whether nginx can hold this complete head in its header buffers.
+def header_buffers_overflow(
+    head: bytes | bytearray, number: int, size: int, first: int = 1024
+) -> int:
+    """Where nginx's header buffers run out for this complete head: the offset of the
+    first line that does not fit, or -1 when the whole head fits.
 
     ``ngx_http_alloc_large_header_buffer``: the head is read into a ``first`` byte buffer
     (``client_header_buffer_size``, 1k); a line that does not fit where it started is
     moved whole into the next of at most ``number`` large buffers of ``size`` bytes. So
     long lines waste the ends of buffers, and a head under ``number * size`` may still not
-    fit (400, "Request Header Or Cookie Too Large").
+    fit (400, "Request Header Or Cookie Too Large"). nginx has read the lines before the
+    offset: they are the request's ``$request_length`` and headers in the access log.
     """
     capacity, used, large = first, 0, 0
     pos = 0
     while pos < len(head):
         nl = head.find(b"\n", pos)
         line = (nl if nl >= 0 else len(head) - 1) + 1 - pos
-        pos += line
         if used + line <= capacity:
             used += line
-            continue
-        if large == number or line > size:
-            return False
-        large += 1
-        capacity, used = size, line
-    return True
+        elif large == number or line > size:
+            return pos
+        else:
+            large += 1
+            capacity, used = size, line
+        pos += line
+    return -1
 
 
 class _Collector:

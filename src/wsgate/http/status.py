@@ -69,11 +69,17 @@ def error_page(status: int, server_token: str) -> bytes:
     ``server_token`` is ``wsgate/VERSION`` (server_tokens on) or ``wsgate`` (off).
     """
     title = _PAGE_TITLES.get(status, f"{status} {REASONS.get(status, '')}")
+    if 494 <= status <= 497:
+        # ngx_http_error_494_page .. _497_page: a 400 heading, then the reason in a line
+        # of its own.
+        heading = f"<center><h1>400 Bad Request</h1></center>\r\n<center>{title[4:]}</center>"
+    else:
+        heading = f"<center><h1>{title}</h1></center>"
     return (
         "<html>\r\n"
         f"<head><title>{title}</title></head>\r\n"
         "<body>\r\n"
-        f"<center><h1>{title}</h1></center>\r\n"
+        f"{heading}\r\n"
         f"<hr><center>{server_token}</center>\r\n"
         "</body>\r\n"
         "</html>\r\n"

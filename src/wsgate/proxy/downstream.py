@@ -44,7 +44,7 @@ from wsgate.http.parser import (
     RequestHead,
     ResponseHead,
     find_head_end,
-    fits_header_buffers,
+    header_buffers_overflow,
     parse_request_head,
 )
 from wsgate.http.response import build_response_head
@@ -396,18 +396,19 @@ class Downstream(asyncio.Protocol):
             first_line_end = self.buf.find(b"\r\n")
             if end < 0:
                 if (first_line_end < 0 and len(self.buf) >= size) or (first_line_end + 2 > size):
-                    self._reject(414, "client sent too long URI")
+                    self._too_long_uri(size)
                 elif len(self.buf) > n * size:
                     self._reject(494, "client sent too large request")
                 return
             if first_line_end + 2 > size:
-                self._reject(414, "client sent too long URI")
+                self._too_long_uri(size)
                 return
-            if end > min(size, 1024) and (
-                any(len(line) + 2 > size for line in self.buf[first_line_end:end].split(b"\r\n"))
-                or not fits_header_buffers(self.buf[:end], n, size)
-            ):
-                self._reject(494, "client sent too long header line")
+            first = server.client_header_buffer_size
+            cut = -1 if end <= first else header_buffers_overflow(self.buf[:end], n, size, first)
+            if cut >= 0:
+                # nginx read the lines before the one that does not fit: they are logged.
+                self.conn.requests += 1
+                self._reject(494, "client sent too long header line", bytes(self.buf[:cut]))
                 return
             head_bytes = bytes(self.buf[:end])
             del self.buf[:end]
@@ -425,6 +426,14 @@ class Downstream(asyncio.Protocol):
             self.worker.stats.add(REQUESTS)
             self._stage(WRITING)
             self._start_body(request)
+
+    def _too_long_uri(self, size: int) -> None:
+        """414 for a request line longer than a large header buffer. nginx logs it with the
+        part of the line that filled the buffer as ``$request`` (ngx_http_process_request_line:
+        ``header_in->end - request_start``) and a ``$request_length`` of 0."""
+        assert self.conn is not None
+        self.conn.requests += 1
+        self._reject(414, "client sent too long URI", bytes(self.buf[:size]), "uri")
 
     def _new_request(self, head_bytes: bytes) -> Request:
         assert self.conn is not None
@@ -823,9 +832,10 @@ class Downstream(asyncio.Protocol):
     ) -> None:
         """Answer a request nginx refuses while reading it, then close (400, 414, ...).
 
-        ``raw`` is the request head when it was complete: the refusal is then also written
-        to the access log; ``stage`` says where nginx would have stopped reading it
-        (``line``, ``host`` or ``head``).
+        ``raw`` is what nginx had read of the request (the whole head, the lines before a
+        line its buffers could not hold, or the start of a too long request line): the
+        refusal is then also written to the access log; ``stage`` says where nginx would
+        have stopped reading it (``line``, ``host``, ``uri`` or ``head``).
         """
         assert self.conn is not None and self.transport is not None
         server = self.default_server
@@ -871,6 +881,9 @@ class Downstream(asyncio.Protocol):
             head.headers = []
             head.target = ""  # no $request_uri: nginx refused the URI before keeping it
             length = raw.find(b"\r\n") + 2
+        elif stage == "uri":  # the start of a request line too long to keep
+            head.headers = []
+            length = 0
         elif stage == "host":
             hosts = [i for i, (n, _) in enumerate(head.headers) if n.lower() == "host"]
             head.headers = head.headers[: hosts[1] + 1]

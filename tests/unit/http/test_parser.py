@@ -12,7 +12,7 @@ from wsgate.http.parser import (
     bad_status_line,
     find_head_end,
     find_response_head_end,
-    fits_header_buffers,
+    header_buffers_overflow,
     parse_request_head,
     parse_response_head,
 )
@@ -93,22 +93,32 @@ def test_header_lines_read_as_nginx_reads_them() -> None:
 
 
 @pytest.mark.parametrize(
-    ("lines", "fits"),
+    ("lines", "overflow"),
     [
-        ([100] * 300, True),  # 30 000 bytes of short lines
-        ([1000] + [4000] * 7, True),  # two 4000-byte lines per large buffer
-        ([1000] + [4000] * 8 + [300], False),  # needs a fifth large buffer
-        ([1000] + [5000] * 4, True),
-        ([1000] + [5000] * 5, False),  # one 5000-byte line per buffer: 4 fit
-        ([8192], True),  # a line with its CRLF fills a buffer
-        ([8193], False),
+        ([100] * 300, None),  # 30 000 bytes of short lines
+        ([1000] + [4000] * 7, None),  # two 4000-byte lines per large buffer
+        ([1000] + [4000] * 8 + [300], 9),  # needs a fifth large buffer at line 9
+        ([1000] + [5000] * 4, None),
+        ([1000] + [5000] * 5, 5),  # one 5000-byte line per buffer: 4 fit
+        ([8192], None),  # a line with its CRLF fills a buffer
+        ([8193], 0),
+        ([100, 8193, 100], 1),
     ],
 )
-def test_fits_header_buffers(lines: list[int], fits: bool) -> None:
+def test_header_buffers_overflow(lines: list[int], overflow: int | None) -> None:
     """ngx_http_alloc_large_header_buffer: a line that does not fit where it started moves
-    whole to the next large buffer (4 x 8k after the first 1k buffer)."""
+    whole to the next large buffer (4 x 8k after the first 1k buffer); the offset returned
+    is where the first line that does not fit starts."""
     head = b"".join(b"x" * (n - 2) + b"\r\n" for n in lines) + b"\r\n"
-    assert fits_header_buffers(head, 4, 8192) is fits
+    expected = -1 if overflow is None else sum(lines[:overflow])
+    assert header_buffers_overflow(head, 4, 8192) == expected
+
+
+def test_header_buffers_overflow_with_a_smaller_first_buffer() -> None:
+    head = b"GET / HTTP/1.1\r\n" + b"x" * 298 + b"\r\n\r\n"
+    assert header_buffers_overflow(head, 2, 512, first=1024) == -1
+    assert header_buffers_overflow(head, 2, 512, first=256) == -1  # moved to a large one
+    assert header_buffers_overflow(head, 1, 256, first=256) == 16
 
 
 def test_response_head() -> None:
