@@ -697,6 +697,16 @@ CASES: tuple[Case, ...] = (
         0,
         "buffers",
     ),
+    simple(
+        "header-values-with-tabs-and-spaces",
+        "GET /tabs HTTP/1.1",
+        "Host: example.com",
+        "X-Lead-Tab:\tv1",
+        "X-Trail-Tab: v2\t",
+        "X-Spaces:   v3   ",
+        "X-Inner: a\tb  c",
+        "User-Agent: \tagent\t",
+    ),
     Case(
         "bad-percent-escape-400",
         (Send(request("GET /bad%zz HTTP/1.1", "Host: example.com")), Response(), Eof()),
