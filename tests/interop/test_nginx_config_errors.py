@@ -182,6 +182,10 @@ BAD: list[Case] = [
     Case("keepalive-timeout-bad", _conf(" keepalive_timeout 10x;\n")),
     Case("keepalive-timeout-second-bad", _conf(" keepalive_timeout 10s 5x;\n")),
     Case("large-client-header-buffers-zero", _conf(" large_client_header_buffers 0 8k;\n")),
+    Case(
+        "access-log-buffered-variables",
+        _conf(" access_log logs/$host.log combined buffer=32k;\n"),
+    ),
     Case("large-client-header-buffers-size-bad", _conf(" large_client_header_buffers 4 8x;\n")),
     Case("server-tokens-bad", _conf(" server_tokens maybe;\n")),
     Case("num-slot-proxy-next-upstream-tries", _loc(PP + "   proxy_next_upstream_tries x;\n")),

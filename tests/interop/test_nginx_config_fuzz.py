@@ -1343,6 +1343,7 @@ _UNSUPPORTED = (
     ("named locations are not supported by wsgate in ", "@"),
     ('variables in the host part of "proxy_pass" are not supported by wsgate in ', "$"),
     ("unix domain sockets are not supported by wsgate in ", "unix:"),
+    ('variables in the "access_log" path are not supported by wsgate in ', "$"),
     ('the "proxy_protocol" parameter is not supported by wsgate yet', "proxy_protocol"),
 )
 _PCRE = re.compile(r'pcre2_compile\(\) failed: .* in "(.*?)"(?: at ".*")?')

@@ -1177,6 +1177,8 @@ def access_log(p: Parser, ctx: Ctx, d: Stmt) -> None:
             raise d.error(f'invalid parameter "{d.args[1].text}"')
         store.append(None)
         return
+    # ngx_http_script_variables_count: a path with variables is compiled first.
+    variable_path = bool(_variables(ctx, d, path).variables)
     name = d.args[1].text if len(d.args) > 1 else "combined"
     if name == "combined":
         fmt = LogFormat("combined", "default", _variables(ctx, d, COMBINED))
@@ -1207,6 +1209,12 @@ def access_log(p: Parser, ctx: Ctx, d: Stmt) -> None:
             raise d.error(f'invalid parameter "{t}"')
     if flush and not size:
         raise d.error(f'no buffer is defined for access_log "{path}"')
+    if variable_path:
+        if size:
+            raise d.error("buffered logs cannot have variables in name")
+        # nginx opens such a file per request, relative to "root"; wsgate would write to
+        # a file of that literal name, so it refuses the path instead.
+        raise d.error(f'variables in the "access_log" path are not supported by wsgate in "{path}"')
     store.append(AccessLogConf(path, fmt))
 
 
@@ -1280,8 +1288,8 @@ DIRECTIVES: dict[str, list[Directive]] = _rows(
     Directive("log_format", F({HTTP}), 2, None, log_format),
     Directive("access_log", F({HTTP, SERVER, LOCATION}), 1, None, access_log,
         default="/dev/stdout combined",
-        note="buffer, flush, gzip and if are accepted, not applied; nginx's default is "
-        "logs/access.log"),
+        note="buffer, flush, gzip and if are accepted, not applied; a path with variables "
+        "is refused; nginx's default is logs/access.log"),
     Directive("server", F({UPSTREAM}), 1, None, upstream_server,
         default="weight=1 max_fails=1 fail_timeout=10"),
     Directive("ip_hash", F({UPSTREAM}), 0, 0, upstream_no_args_method),

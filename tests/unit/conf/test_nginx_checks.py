@@ -199,6 +199,19 @@ REFUSED: list[tuple[str, str, str, int]] = [
         'invalid host in upstream "[::1"',
         6,
     ),
+    # ngx_http_log_set_log: variables in the path, with and without a buffer
+    (
+        "access-log-buffered-variables",
+        conf(" access_log logs/$host.log combined buffer=32k;\n"),
+        "buffered logs cannot have variables in name",
+        3,
+    ),
+    (
+        "access-log-variables",
+        conf(" access_log logs/$host.log;\n"),
+        'variables in the "access_log" path are not supported by wsgate in "logs/$host.log"',
+        3,
+    ),
     (
         "proxy-pass-unix",
         loc("   proxy_pass http://unix:/tmp/x.sock:;\n"),
