@@ -43,6 +43,7 @@ from typing import TypeVar
 import pytest
 
 from tests.interop.test_nginx_config_errors import _normalise
+from tests.support import fuzz
 from tests.support.nginx import NGINX, nginx_test
 from wsgate.cli.proxy import main as wsgate_proxy
 
@@ -1427,12 +1428,7 @@ def documented(case: FuzzCase, nginx: Outcome, wsgate: Outcome) -> str | None:
 # --- the test ---------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class Row:
-    case: FuzzCase
-    nginx: Outcome
-    wsgate: Outcome
-    reason: str | None  # the documented difference, None if undocumented
+Row = fuzz.Row[FuzzCase, Outcome]
 
 
 @dataclass(frozen=True, slots=True)
@@ -1442,21 +1438,11 @@ class Results:
     wsgate: dict[str, Outcome]
 
     def differences(self) -> list[Row]:
-        rows = []
-        for case in self.cases:
-            ng, ws = self.nginx[case.id], self.wsgate[case.id]
-            if ng != ws:
-                rows.append(Row(case, ng, ws, documented(case, ng, ws)))
-        return rows
-
-
-def _short(text: str, limit: int = 160) -> str:
-    shown = repr(text)
-    return shown if len(shown) <= limit else shown[:limit] + f"...({len(text)} chars)"
+        return fuzz.differences(self.cases, lambda c: c.id, self.nginx, self.wsgate, documented)
 
 
 def _verdict(outcome: Outcome) -> str:
-    return f"rc={outcome[0]} " + " | ".join(_short(x, 300) for x in outcome[1])
+    return f"rc={outcome[0]} " + " | ".join(fuzz.shorten(x, 300) for x in outcome[1])
 
 
 def table(rows: Sequence[Row]) -> str:
@@ -1465,7 +1451,7 @@ def table(rows: Sequence[Row]) -> str:
     for row in rows:
         case = row.case
         out.append(
-            f"--- {case.id} [{case.base}] {' + '.join(_short(t, 80) for t in case.tags)}"
+            f"--- {case.id} [{case.base}] {' + '.join(fuzz.shorten(t, 80) for t in case.tags)}"
             f"  ({row.reason or 'UNDOCUMENTED'})"
         )
         out.append(f"     nginx: {_verdict(row.nginx)}")
@@ -1532,18 +1518,9 @@ def test_nginx_sees_what_the_cases_name(results: Results) -> None:
 
 
 def test_exclusions_are_documented_and_used(results: Results) -> None:
-    """Each row the classifier cites is in docs/behavior.md and still explains a case (a
-    row that explains nothing any more is to be removed, with its rule)."""
-    docs = (Path(__file__).parents[2] / "docs" / "behavior.md").read_text(encoding="utf-8")
-    used = Counter(r.reason for r in results.differences())
-    for row in ROWS.values():
-        assert row in docs, f"docs/behavior.md has no row {row!r}"
-        assert used[row] > 0, f"no case differs as {row!r} says: {dict(used)}"
+    """Each row the classifier cites is in docs/behavior.md and still explains a case."""
+    fuzz.assert_rows_documented_and_used(ROWS.values(), results.differences())
 
 
 def test_no_undocumented_difference(results: Results) -> None:
-    rows = results.differences()
-    undocumented = [r for r in rows if r.reason is None]
-    counts = Counter(r.reason for r in rows)
-    summary = f"{len(results.cases)} cases, {len(rows)} differ: {dict(counts)}"
-    assert not undocumented, f"{summary}\n{table(undocumented)}"
+    fuzz.assert_all_documented(len(results.cases), results.differences(), table)

@@ -41,6 +41,7 @@ from typing import Literal, TypeVar
 import pytest
 import uvloop
 
+from tests.support import fuzz
 from tests.support.backend import RecordingBackend
 from tests.support.confs import differential_conf
 from tests.support.nginx import NGINX, run_nginx_async
@@ -956,12 +957,7 @@ def documented(case: FuzzCase, nginx: Outcome, wsgate: Outcome) -> str | None:
 # --- the test ---------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class Row:
-    case: FuzzCase
-    nginx: Outcome
-    wsgate: Outcome
-    reason: str | None  # the documented difference, None if undocumented
+Row = fuzz.Row[FuzzCase, Outcome]
 
 
 @dataclass(frozen=True, slots=True)
@@ -971,17 +967,7 @@ class Results:
     wsgate: dict[str, Outcome]
 
     def differences(self) -> list[Row]:
-        rows = []
-        for case in self.cases:
-            ng, ws = self.nginx[case.mark], self.wsgate[case.mark]
-            if ng != ws:
-                rows.append(Row(case, ng, ws, documented(case, ng, ws)))
-        return rows
-
-
-def _short(head: bytes, limit: int = 300) -> str:
-    text = repr(head)
-    return text if len(text) <= limit else text[:limit] + f"...({len(head)} bytes)"
+        return fuzz.differences(self.cases, lambda c: c.mark, self.nginx, self.wsgate, documented)
 
 
 def table(rows: Sequence[Row]) -> str:
@@ -993,14 +979,14 @@ def table(rows: Sequence[Row]) -> str:
             f"--- {case.mark} [{case.base}] {' + '.join(case.tags)}"
             f"  ({row.reason or 'UNDOCUMENTED'})"
         )
-        out.append(f"    request: {_short(case.data)}")
+        out.append(f"    request: {fuzz.shorten(case.data)}")
         for side, outcome in (("nginx", row.nginx), ("wsgate", row.wsgate)):
             out.append(f"    {side:>6}: {' | '.join(outcome.events)}")
         ng, ws = row.nginx.heads, row.wsgate.heads
         if ng != ws:
             for index in range(max(len(ng), len(ws))):
                 for side, heads in (("nginx", ng), ("wsgate", ws)):
-                    head = _short(heads[index]) if index < len(heads) else "<none>"
+                    head = fuzz.shorten(heads[index]) if index < len(heads) else "<none>"
                     out.append(f"    {side:>6} upstream[{index}]: {head}")
     return "\n".join(out)
 
@@ -1043,19 +1029,10 @@ def test_nginx_sees_what_the_cases_name(results: Results) -> None:
 
 
 def test_exclusions_are_documented_and_used(results: Results) -> None:
-    """Each row the classifier cites is in docs/behavior.md and still explains a case (a
-    row that explains nothing any more is to be removed, with its rule)."""
-    docs = (Path(__file__).parents[2] / "docs" / "behavior.md").read_text()
-    used = Counter(r.reason for r in results.differences())
-    for row in ROWS.values():
-        assert row in docs, f"docs/behavior.md has no row {row!r}"
-        assert used[row] > 0, f"no case differs as {row!r} says: {dict(used)}"
+    """Each row the classifier cites is in docs/behavior.md and still explains a case."""
+    fuzz.assert_rows_documented_and_used(ROWS.values(), results.differences())
 
 
 def test_no_undocumented_difference(results: Results) -> None:
-    rows = results.differences()
-    undocumented = [r for r in rows if r.reason is None]
-    counts = Counter(r.reason for r in rows)
-    summary = f"{len(results.cases)} cases, {len(rows)} differ: {dict(counts)}"
-    assert not undocumented, f"{summary}\n{table(undocumented)}"
+    fuzz.assert_all_documented(len(results.cases), results.differences(), table)
     assert results.wsgate["unattributed"] == results.nginx["unattributed"]

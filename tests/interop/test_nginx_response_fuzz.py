@@ -52,6 +52,7 @@ from typing import Literal, TypeVar
 import pytest
 import uvloop
 
+from tests.support import fuzz
 from tests.support.backend import websocket_accept
 from tests.support.confs import differential_conf
 from tests.support.nginx import NGINX, run_nginx_async
@@ -1102,12 +1103,7 @@ def documented(case: FuzzCase, nginx: Outcome, wsgate: Outcome) -> str | None:
 # --- the test ---------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class Row:
-    case: FuzzCase
-    nginx: Outcome
-    wsgate: Outcome
-    reason: str | None  # the documented difference, None if undocumented
+Row = fuzz.Row[FuzzCase, Outcome]
 
 
 @dataclass(frozen=True, slots=True)
@@ -1117,17 +1113,7 @@ class Results:
     wsgate: dict[str, Outcome]
 
     def differences(self) -> list[Row]:
-        rows = []
-        for case in self.cases:
-            ng, ws = self.nginx[case.mark], self.wsgate[case.mark]
-            if ng != ws:
-                rows.append(Row(case, ng, ws, documented(case, ng, ws)))
-        return rows
-
-
-def _short(data: bytes, limit: int = 300) -> str:
-    text = repr(data)
-    return text if len(text) <= limit else text[:limit] + f"...({len(data)} bytes)"
+        return fuzz.differences(self.cases, lambda c: c.mark, self.nginx, self.wsgate, documented)
 
 
 def table(rows: Sequence[Row]) -> str:
@@ -1141,7 +1127,7 @@ def table(rows: Sequence[Row]) -> str:
             f"  ({row.reason or 'UNDOCUMENTED'})"
         )
         then = "close" if case.script.close else "keep open"
-        out.append(f"    peer ({writes} writes, then {then}): {_short(case.data)}")
+        out.append(f"    peer ({writes} writes, then {then}): {fuzz.shorten(case.data)}")
         for side, outcome in (("nginx", row.nginx), ("wsgate", row.wsgate)):
             out.append(f"    {side:>6}:")
             out.extend(f"        {event}" for event in outcome.events)
@@ -1196,18 +1182,9 @@ def test_nginx_sees_what_the_cases_name(results: Results) -> None:
 
 
 def test_exclusions_are_documented_and_used(results: Results) -> None:
-    """Each row the classifier cites is in docs/behavior.md and still explains a case (a
-    row that explains nothing any more is to be removed, with its rule)."""
-    docs = (Path(__file__).parents[2] / "docs" / "behavior.md").read_text()
-    used = Counter(r.reason for r in results.differences())
-    for row in ROWS.values():
-        assert row in docs, f"docs/behavior.md has no row {row!r}"
-        assert used[row] > 0, f"no case differs as {row!r} says: {dict(used)}"
+    """Each row the classifier cites is in docs/behavior.md and still explains a case."""
+    fuzz.assert_rows_documented_and_used(ROWS.values(), results.differences())
 
 
 def test_no_undocumented_difference(results: Results) -> None:
-    rows = results.differences()
-    undocumented = [r for r in rows if r.reason is None]
-    counts = Counter(r.reason for r in rows)
-    summary = f"{len(results.cases)} cases, {len(rows)} differ: {dict(counts)}"
-    assert not undocumented, f"{summary}\n{table(undocumented)}"
+    fuzz.assert_all_documented(len(results.cases), results.differences(), table)
